@@ -1,0 +1,100 @@
+"""One traced keyed-model run, end to end (taught in 04_memory; `python -m mmkit sweep` repeats it)."""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from mmkit import data, models
+from mmkit.keyed import keyed_handler, release_resident_models
+from mmkit.pipelines import RUNNERS, CountElements, keyed_examples, KeyedInference, model_keys, runner_options, source_of
+from mmkit.tracing import RunReport, Tracer
+
+__all__ = ["KeyedRun", "model_handlers", "run_keyed"]
+
+
+@dataclass(frozen=True)
+class KeyedRun:
+  """The settings of one keyed run: how many models, the hint, the key stream, the batching."""
+
+  models: int = 8
+  hint: Optional[int] = None
+  elements: int = 2000
+  stream: str = "zipf"
+  model_mb: Optional[float] = None  # None: the shipped specialists; a size: synthetic models that big
+  batch_size: int = 32
+  runner: str = "direct"
+  seed: int = 0
+
+  def validate(self) -> "KeyedRun":
+    """Raises ValueError naming the bad setting and the fix; returns self."""
+    def positive_int(name, value):
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+    positive_int("models", self.models)
+    positive_int("elements", self.elements)
+    positive_int("batch_size", self.batch_size)
+    if self.hint is not None:
+      positive_int("hint (max_models_per_worker_hint)", self.hint)
+    if self.stream not in data.STREAMS:
+      raise ValueError(f"unknown stream {self.stream!r}: use one of {', '.join(data.STREAMS)}.")
+    if self.runner not in RUNNERS:
+      raise ValueError(f"unknown runner {self.runner!r}: use one of {', '.join(RUNNERS)}.")
+    if self.model_mb is None and self.models > len(data.SOURCES):
+      raise ValueError(f"only {len(data.SOURCES)} specialist models ship with the kit; for "
+                       f"models={self.models} pass model_mb (e.g. --model-mb 16) to use synthetic models.")
+    if self.model_mb is not None and not self.model_mb > 0:
+      raise ValueError(f"model_mb must be > 0, got {self.model_mb!r}.")
+    return self
+
+
+def model_handlers(n_models: int, model_mb: Optional[float] = None) -> dict[str, PytorchModelHandlerTensor]:
+  """A PyTorch handler per key: the source's specialist, or a synthetic model of `model_mb` MB."""
+  handlers = {}
+  for index, key in enumerate(model_keys(n_models)):
+    if model_mb is None:
+      cls, params = models.model_spec(f"specialist_{source_of(key)}")
+      path = models.model_path(f"specialist_{source_of(key)}")
+    else:
+      cls, params = models.SizedModel, {"megabytes": model_mb}
+      path = models.sized_model_path(model_mb, index)
+    handlers[key] = PytorchModelHandlerTensor(state_dict_path=str(path), model_class=cls,
+                                              model_params=params, device="CPU")
+  return handlers
+
+
+def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunReport:
+  """Runs the keyed pipeline once under a Tracer; the report's `extra` holds the run's settings."""
+  run.validate()
+  keys = model_keys(run.models)
+  examples = keyed_examples(data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed)
+  handlers = model_handlers(run.models, run.model_mb)  # made before tracing: sized models are built once
+  with Tracer() as tracer:
+    handler = keyed_handler({k: tracer.wrap(mh, k) for k, mh in handlers.items()}, run.hint, run.batch_size)
+    pipeline = beam.Pipeline(options=options or runner_options(run.runner))
+    _ = (pipeline
+         | "Examples" >> beam.Create(examples, reshuffle=False)  # keep stream order: swaps depend on it
+         | "Infer" >> KeyedInference(handler)
+         | "CountOut" >> beam.ParDo(CountElements("elements_out")))
+    result = pipeline.run()
+    result.wait_until_finish()
+    pipeline_end = time.time()
+    # Models still resident when the pipeline ends are freed here, so their releases count.
+    release_resident_models()
+    gc.collect()
+  return tracer.report(result, **asdict(run), elements_out=_counter(result, "elements_out"),
+                       pipeline_end=pipeline_end)
+
+
+def _counter(result, name: str) -> Optional[int]:
+  from apache_beam.metrics.metric import MetricsFilter
+  try:
+    counters = result.metrics().query(MetricsFilter().with_namespace("mmkit").with_name(name))["counters"]
+  except NotImplementedError:
+    return None
+  return sum((c.committed if c.committed is not None else c.attempted) or 0 for c in counters)

@@ -1,0 +1,87 @@
+"""Pipeline pieces shared by the notebooks and the CLI (taught in 03_keyed_models, 04_memory).
+
+Every builder takes ordinary Beam `PipelineOptions`, so the same code runs on the
+InteractiveRunner in a notebook, on the DirectRunner from the CLI, or on a cluster.
+Elements travel as cheap `(key, index)` pairs and become tensors inside the pipeline:
+pickling a tensor that is a view of a bigger one would ship the whole storage.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Iterable, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+import torch
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from mmkit import data
+
+__all__ = ["RUNNERS", "runner_options", "source_of", "model_keys", "keyed_examples",
+           "ToKeyedTensor", "CountElements", "KeyedInference"]
+
+RUNNERS = ("direct", "multiprocess")
+
+
+def runner_options(runner: str = "direct", workers: int = 2, **extra) -> PipelineOptions:
+  """Options for the DirectRunner: `direct` runs in this process, `multiprocess` in `workers` processes."""
+  if runner == "direct":
+    flags = {"direct_num_workers": 1, "direct_running_mode": "in_memory"}
+  elif runner == "multiprocess":
+    flags = {"direct_num_workers": workers, "direct_running_mode": "multi_processing"}
+  else:
+    raise ValueError(f"unknown runner {runner!r}: use one of {', '.join(RUNNERS)}.")
+  return PipelineOptions(runner="DirectRunner", **flags, **extra)
+
+
+def model_keys(models: int) -> list[str]:
+  """Keys for `models` keyed models: the data sources first, then `<source>-<n>` once they run out."""
+  sources = data.SOURCES
+  return [sources[i % len(sources)] + ("" if i < len(sources) else f"-{i // len(sources)}")
+          for i in range(models)]
+
+
+def source_of(key: str) -> str:
+  """The data source (cohort) whose digits a key's elements carry."""
+  return key.split("-")[0]
+
+
+def keyed_examples(stream: Sequence[str], seed: int = 0) -> list[tuple[str, int]]:
+  """Pairs each key of a stream with a test-split digit index: cheap elements to `beam.Create`."""
+  n_test = len(data.split_indices("test"))
+  rng = np.random.default_rng(seed)
+  return [(key, int(i)) for key, i in zip(stream, rng.integers(0, n_test, size=len(stream)))]
+
+
+@lru_cache(maxsize=None)
+def _cohort_tensor(source: str) -> torch.Tensor:
+  x, _ = data.cohort(source, "test")
+  return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+class ToKeyedTensor(beam.DoFn):
+  """(key, index) -> (key, float32 tensor [64]) of that digit seen through the key's source."""
+
+  def process(self, element):
+    key, index = element
+    yield key, _cohort_tensor(source_of(key))[index].clone()
+
+
+class CountElements(beam.DoFn):
+  """Passes elements through, counting them in a Beam counter `mmkit/<name>`."""
+
+  def __init__(self, name: str):
+    self._name = name
+    self._counter = beam.metrics.Metrics.counter("mmkit", name)
+
+  def process(self, element):
+    self._counter.inc()
+    yield element
+
+
+@beam.ptransform_fn
+def KeyedInference(examples: beam.PCollection, handler) -> beam.PCollection:
+  """(key, index) pairs -> (key, PredictionResult), through `handler` (a keyed handler)."""
+  from apache_beam.ml.inference.base import RunInference
+  tensors = examples | "ToTensor" >> beam.ParDo(ToKeyedTensor())
+  return tensors | "RunInference" >> RunInference(handler)

@@ -1,0 +1,115 @@
+"""The main job: run the keyed pipeline once per `max_models_per_worker_hint` (`python -m mmkit sweep`).
+
+Prints a table (or `--json`: one object per run) of loads, Beam's own load count,
+releases, peak memory and time; `--out DIR` also writes `sweep.csv` and `sweep.png`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from mmkit import data
+from mmkit.pipelines import RUNNERS
+
+COLUMNS = ["hint", "models", "elements", "elements_out", "loads", "beam_loads", "releases",
+           "peak_rss_mb", "seconds"]
+
+
+def sweep(models: int = 8, hints: Sequence[Optional[int]] = (1, 2, 4, 8), elements: int = 2000,
+          stream: str = "zipf", model_mb: Optional[float] = None, batch_size: int = 32,
+          runner: str = "direct", seed: int = 0, progress: bool = True) -> list[dict]:
+  """One traced keyed run per hint; returns one plain dict per run (the `--json` objects)."""
+  from tqdm.auto import tqdm
+
+  from mmkit.experiment import KeyedRun, run_keyed
+  runs = [KeyedRun(models, hint, elements, stream, model_mb, batch_size, runner, seed).validate()
+          for hint in hints]
+  rows = []
+  bar = tqdm(runs, desc="sweep", unit="run", disable=not progress, file=sys.stderr)
+  for run in bar:
+    bar.set_postfix_str(f"hint={run.hint}")
+    report = run_keyed(run)
+    rows.append(report.summary())
+  return rows
+
+
+def format_table(rows: list[dict]) -> str:
+  """The sweep's rows as an aligned text table."""
+  import pandas as pd
+  frame = pd.DataFrame(rows)
+  return frame[[c for c in COLUMNS if c in frame]].to_string(index=False)
+
+
+def write_outputs(rows: list[dict], out_dir: str) -> list[str]:
+  """Writes sweep.csv and sweep.png to `out_dir`; returns their paths."""
+  import pandas as pd
+
+  from mmkit import plots
+  os.makedirs(out_dir, exist_ok=True)
+  csv_path, png_path = os.path.join(out_dir, "sweep.csv"), os.path.join(out_dir, "sweep.png")
+  frame = pd.DataFrame(rows)
+  frame["loads_by_key"] = frame["loads_by_key"].map(json.dumps)
+  frame.drop(columns=[c for c in ("releases_by_key",) if c in frame]).to_csv(csv_path, index=False)
+  fig = plots.sweep_figure(rows)
+  fig.savefig(png_path, dpi=100, bbox_inches="tight")
+  return [csv_path, png_path]
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+  """argparse that reports a bad argument in one line and exits with status 2."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _check(args) -> Optional[str]:
+  if any(h < 1 for h in args.hints):
+    return f"--hints must all be >= 1 (max_models_per_worker_hint), got {' '.join(map(str, args.hints))}"
+  for name in ("models", "elements", "batch_size"):
+    if getattr(args, name) < 1:
+      return f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
+  if args.model_mb is not None and args.model_mb <= 0:
+    return f"--model-mb must be > 0, got {args.model_mb}"
+  if args.model_mb is None and args.models > len(data.SOURCES):
+    return (f"--models {args.models} needs --model-mb: only {len(data.SOURCES)} specialist models ship "
+            "with the kit")
+  return None
+
+
+def run_command(args, parser) -> int:
+  problem = _check(args)
+  if problem:
+    parser.exit(2, f"python -m mmkit sweep: error: {problem}\n")
+  logging.getLogger("apache_beam").setLevel(logging.ERROR)
+  rows = sweep(args.models, args.hints, args.elements, args.stream, args.model_mb, args.batch_size,
+               args.runner, args.seed, progress=not args.no_progress)
+  print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+  if args.out:
+    for path in write_outputs(rows, args.out):
+      print(f"wrote {path}", file=sys.stderr)
+  return 0
+
+
+def add_parser(commands) -> None:
+  p = commands.add_parser("sweep", help="run the keyed pipeline once per hint and tabulate swaps and memory",
+                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--models", type=int, default=8, help="number of keyed models (default 8)")
+  p.add_argument("--hints", type=int, nargs="+", default=[1, 2, 4, 8],
+                 help="max_models_per_worker_hint values, one run each (default 1 2 4 8)")
+  p.add_argument("--elements", type=int, default=2000, help="elements per run (default 2000)")
+  p.add_argument("--stream", choices=data.STREAMS, default="zipf", help="order of keys in the input")
+  p.add_argument("--model-mb", type=float, default=None,
+                 help="use synthetic models of this many MB (made once in a cache dir); "
+                      "default: the shipped specialist models")
+  p.add_argument("--batch-size", type=int, default=32, help="fixed RunInference batch size (default 32)")
+  p.add_argument("--runner", choices=RUNNERS, default="direct",
+                 help="direct: in this process; multiprocess: DirectRunner with 2 worker processes")
+  p.add_argument("--seed", type=int, default=0, help="seed of the key stream and the examples")
+  p.add_argument("--out", metavar="DIR", help="also write sweep.csv and sweep.png here")
+  p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
+  p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+  p.set_defaults(func=run_command)

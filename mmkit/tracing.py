@@ -1,0 +1,333 @@
+"""Trace model loads, releases and memory of a Beam pipeline (taught in 04_memory).
+
+Beam tells you how often a model was loaded (on runners that report metrics), but not
+*when*, in *which process*, when it was freed again, or what that did to memory. This
+module records all of it, on any runner, the InteractiveRunner included:
+
+    with Tracer() as tracer:
+        handler = KeyedModelHandler(
+            [KeyModelMapping([k], tracer.wrap(mh, key=k)) for k, mh in handlers.items()],
+            max_models_per_worker_hint=2)
+        result = run_my_pipeline(handler)
+    report = tracer.report(result)        # RunReport: loads, releases, memory timeline
+
+Events are appended as JSON lines to files in a temporary directory, one file per
+process, so worker processes and model servers (which Beam may run elsewhere) are seen
+too. A background thread samples the memory of the whole process tree meanwhile.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import psutil
+from apache_beam.ml.inference.base import ModelHandler
+
+MB = 2**20
+
+__all__ = ["TracedModelHandler", "Tracer", "RunReport", "MemorySampler", "beam_load_counts"]
+
+
+def _rss_mb(pid: Optional[int] = None) -> float:
+  try:
+    return psutil.Process(pid).memory_info().rss / MB
+  except psutil.Error:
+    return 0.0
+
+
+def _append_event(log_dir: str, event: dict) -> None:
+  # One file per process: appends from one process never interleave with another's.
+  path = os.path.join(log_dir, f"events-{os.getpid()}.jsonl")
+  try:
+    with open(path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(event) + "\n")
+  except OSError:
+    pass  # The tracer was closed (directory removed) while a model was still alive.
+
+
+def _record_release(log_dir: str, key: str, pid: int) -> None:
+  _append_event(log_dir, {"event": "release", "key": key, "pid": pid, "t": time.time(),
+                          "rss_mb": _rss_mb()})
+
+
+class TracedModelHandler(ModelHandler):
+  """Wraps a ModelHandler so every load and every release of its model is recorded.
+
+  A release is recorded when the loaded model object is freed (a `weakref.finalize`
+  callback), which is what actually returns its memory, not when Beam decides to evict.
+  Everything else is delegated to the wrapped handler unchanged.
+  """
+
+  def __init__(self, inner: ModelHandler, key: str, log_dir: str):
+    self._inner = inner
+    self._key = key
+    self._log_dir = log_dir
+    # Copied so KeyedModelHandler's checks of the inner handler see the same settings.
+    self._env_vars = getattr(inner, "_env_vars", {})
+
+  @property
+  def inner(self) -> ModelHandler:
+    return self._inner
+
+  @property
+  def key(self) -> str:
+    return self._key
+
+  def load_model(self):
+    start = time.time()
+    model = self._inner.load_model()
+    pid = os.getpid()
+    _append_event(self._log_dir, {"event": "load", "key": self._key, "pid": pid, "t": time.time(),
+                                  "seconds": time.time() - start, "rss_mb": _rss_mb()})
+    try:
+      weakref.finalize(model, _record_release, self._log_dir, self._key, pid)
+    except TypeError:
+      pass  # Objects without weakref support: loads are still counted.
+    return model
+
+  def run_inference(self, batch: Sequence[Any], model: Any, inference_args=None) -> Iterable[Any]:
+    return self._inner.run_inference(batch, model, inference_args)
+
+  def get_num_bytes(self, batch: Sequence[Any]) -> int:
+    return self._inner.get_num_bytes(batch)
+
+  def get_metrics_namespace(self) -> str:
+    return self._inner.get_metrics_namespace()
+
+  def get_resource_hints(self) -> dict:
+    return self._inner.get_resource_hints()
+
+  def batch_elements_kwargs(self):
+    return self._inner.batch_elements_kwargs()
+
+  def validate_inference_args(self, inference_args):
+    return self._inner.validate_inference_args(inference_args)
+
+  def update_model_path(self, model_path=None):
+    return self._inner.update_model_path(model_path)
+
+  def get_preprocess_fns(self):
+    return self._inner.get_preprocess_fns()
+
+  def get_postprocess_fns(self):
+    return self._inner.get_postprocess_fns()
+
+  def should_skip_batching(self) -> bool:
+    return self._inner.should_skip_batching()
+
+  def share_model_across_processes(self) -> bool:
+    return self._inner.share_model_across_processes()
+
+  def model_copies(self) -> int:
+    return self._inner.model_copies()
+
+
+class MemorySampler:
+  """Samples the resident memory of this process and all its descendants in a thread.
+
+  Descendants matter: the multi-processing DirectRunner runs workers as child processes,
+  and Beam can serve shared models from a spawned server process.
+  """
+
+  def __init__(self, interval: float = 0.05):
+    self.interval = interval
+    self.samples: list[dict] = []  # {"t", "pid", "rss_mb", "role"}
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+    self._root = psutil.Process()
+
+  def sample_once(self) -> None:
+    now = time.time()
+    procs = [self._root]
+    try:
+      procs += self._root.children(recursive=True)
+    except psutil.Error:
+      pass
+    for proc in procs:
+      try:
+        rss = proc.memory_info().rss / MB
+      except psutil.Error:
+        continue
+      role = "main" if proc.pid == self._root.pid else "child"
+      self.samples.append({"t": now, "pid": proc.pid, "rss_mb": rss, "role": role})
+
+  def _loop(self) -> None:
+    while not self._stop.is_set():
+      self.sample_once()
+      self._stop.wait(self.interval)
+
+  def start(self) -> "MemorySampler":
+    self.sample_once()
+    self._thread = threading.Thread(target=self._loop, name="mmkit-memory", daemon=True)
+    self._thread.start()
+    return self
+
+  def stop(self) -> None:
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    self.sample_once()
+
+
+def beam_load_counts(result: Any) -> Optional[dict]:
+  """Beam's own model-load counts from a pipeline result, or None where the runner has no metrics.
+
+  Reads the `load_model_latency_milli_secs` distributions of the `BeamML_KeyedModels`
+  namespace: the unprefixed one counts all loads, `<cohort>-_...` ones count per cohort.
+  """
+  if result is None:
+    return None
+  try:
+    from apache_beam.metrics.metric import MetricsFilter
+    dists = result.metrics().query(MetricsFilter().with_namespace("BeamML_KeyedModels"))["distributions"]
+  except (NotImplementedError, AttributeError):
+    return None  # InteractiveRunner results have no metrics.
+  counts: dict[str, int] = {}
+  for d in dists:
+    name = d.key.metric.name
+    if not name.endswith("load_model_latency_milli_secs"):
+      continue
+    cohort = name[: -len("load_model_latency_milli_secs")].rstrip("_").rstrip("-") or "*"
+    value = d.committed if d.committed is not None else d.attempted
+    counts[cohort] = counts.get(cohort, 0) + (value.count if value else 0)
+  return counts
+
+
+@dataclass
+class RunReport:
+  """What one traced run did: model loads and releases per key, memory over time."""
+
+  events: list[dict]
+  samples: list[dict]
+  start: float
+  end: float
+  beam_loads_by_key: Optional[dict] = None
+  extra: dict = field(default_factory=dict)
+
+  @property
+  def seconds(self) -> float:
+    return self.end - self.start
+
+  def _count(self, kind: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in self.events:
+      if e["event"] == kind:
+        counts[e["key"]] = counts.get(e["key"], 0) + 1
+    return dict(sorted(counts.items()))
+
+  @property
+  def loads_by_key(self) -> dict[str, int]:
+    return self._count("load")
+
+  @property
+  def releases_by_key(self) -> dict[str, int]:
+    return self._count("release")
+
+  @property
+  def loads(self) -> int:
+    return sum(self.loads_by_key.values())
+
+  @property
+  def releases(self) -> int:
+    return sum(self.releases_by_key.values())
+
+  @property
+  def beam_loads(self) -> Optional[int]:
+    """Beam's own total load count, None where the runner reports no metrics."""
+    if self.beam_loads_by_key is None:
+      return None
+    return self.beam_loads_by_key.get("*", 0)
+
+  def memory_timeline(self) -> list[dict]:
+    """Total RSS of the process tree per sampling instant: [{"t", "rss_mb", "processes"}]."""
+    totals: dict[float, list[float]] = {}
+    for s in self.samples:
+      totals.setdefault(s["t"], []).append(s["rss_mb"])
+    return [{"t": t - self.start, "rss_mb": sum(v), "processes": len(v)} for t, v in sorted(totals.items())]
+
+  @property
+  def peak_rss_mb(self) -> float:
+    return max((p["rss_mb"] for p in self.memory_timeline()), default=0.0)
+
+  @property
+  def pids(self) -> list[int]:
+    return sorted({e["pid"] for e in self.events})
+
+  def summary(self) -> dict:
+    """Plain data, ready for JSON."""
+    return {"loads": self.loads, "beam_loads": self.beam_loads, "releases": self.releases,
+            "peak_rss_mb": round(self.peak_rss_mb, 1), "seconds": round(self.seconds, 3),
+            "loads_by_key": self.loads_by_key, "releases_by_key": self.releases_by_key, **self.extra}
+
+  def to_frame(self):
+    """Load and release events as a pandas DataFrame, `t` in seconds from the run's start."""
+    import pandas as pd
+    frame = pd.DataFrame(self.events, columns=["t", "event", "key", "pid", "rss_mb", "seconds"])
+    frame["t"] = frame["t"] - self.start
+    return frame
+
+  def memory_frame(self):
+    """Memory samples per process as a pandas DataFrame, `t` in seconds from the run's start."""
+    import pandas as pd
+    frame = pd.DataFrame(self.samples, columns=["t", "pid", "rss_mb", "role"])
+    frame["t"] = frame["t"] - self.start
+    return frame
+
+
+class Tracer:
+  """Context manager: a log directory for TracedModelHandlers plus a memory sampler.
+
+  Use one Tracer per run. On exit the sampler stops; `report()` reads the events, and
+  `close()` (called by `report`) removes the temporary directory.
+  """
+
+  def __init__(self, sample_interval: float = 0.05, log_dir: Optional[str] = None):
+    self._own_dir = log_dir is None
+    self.log_dir = log_dir or tempfile.mkdtemp(prefix="mmkit-trace-")
+    self.sampler = MemorySampler(sample_interval)
+    self.start = self.end = None
+
+  def wrap(self, handler: ModelHandler, key: str) -> TracedModelHandler:
+    """The handler, traced under `key` (use the cohort's name: one key per loaded model)."""
+    return TracedModelHandler(handler, key, self.log_dir)
+
+  def __enter__(self) -> "Tracer":
+    self.start = time.time()
+    self.sampler.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.stop()
+
+  def stop(self) -> None:
+    if self.end is None:
+      self.sampler.stop()
+      self.end = time.time()
+
+  def read_events(self) -> list[dict]:
+    events = []
+    if os.path.isdir(self.log_dir):
+      for name in sorted(os.listdir(self.log_dir)):
+        with open(os.path.join(self.log_dir, name), encoding="utf-8") as f:
+          events += [json.loads(line) for line in f if line.strip()]
+    return sorted(events, key=lambda e: e["t"])
+
+  def report(self, result: Any = None, close: bool = True, **extra) -> RunReport:
+    """Stops sampling and returns the RunReport; `result` (a PipelineResult) adds Beam's counts."""
+    self.stop()
+    report = RunReport(self.read_events(), list(self.sampler.samples), self.start, self.end,
+                       beam_load_counts(result), dict(extra))
+    if close:
+      self.close()
+    return report
+
+  def close(self) -> None:
+    if self._own_dir:
+      shutil.rmtree(self.log_dir, ignore_errors=True)

@@ -1,0 +1,111 @@
+"""Tracing: loads and releases are recorded, agree with Beam's own metrics, memory is sampled."""
+import gc
+import subprocess
+import sys
+import time
+
+import apache_beam as beam
+import pytest
+from apache_beam.ml.inference.base import ModelHandler
+
+from mmkit.experiment import KeyedRun, run_keyed
+from mmkit.tracing import MemorySampler, Tracer
+
+
+class _Model:
+  """A stand-in model: weakref-able, returns its input doubled."""
+
+  def __call__(self, x):
+    return 2 * x
+
+
+class _DoublingHandler(ModelHandler):
+  def load_model(self):
+    return _Model()
+
+  def run_inference(self, batch, model, inference_args=None):
+    return [model(x) for x in batch]
+
+
+def test_wrap_records_load_then_release_when_model_is_freed():
+  with Tracer() as tracer:
+    handler = tracer.wrap(_DoublingHandler(), key="k1")
+    model = handler.load_model()
+    assert list(handler.run_inference([1, 2], model)) == [2, 4]
+    del model
+    gc.collect()
+  report = tracer.report()
+  assert [e["event"] for e in report.events] == ["load", "release"]
+  assert report.loads_by_key == {"k1": 1} and report.releases_by_key == {"k1": 1}
+  assert all(e["rss_mb"] > 0 for e in report.events)
+
+
+def test_report_removes_its_temporary_directory():
+  import os
+  tracer = Tracer()
+  with tracer:
+    tracer.wrap(_DoublingHandler(), key="k").load_model()
+  assert os.path.isdir(tracer.log_dir)
+  tracer.report()
+  assert not os.path.exists(tracer.log_dir)
+
+
+def test_memory_sampler_sees_child_processes():
+  child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+  try:
+    sampler = MemorySampler(interval=0.02).start()
+    time.sleep(0.2)
+    sampler.stop()
+  finally:
+    child.kill()
+    child.wait()
+  assert child.pid in {s["pid"] for s in sampler.samples}
+  assert {s["role"] for s in sampler.samples} >= {"main", "child"}
+
+
+@pytest.mark.parametrize("stream,hint", [("cycle", 2), ("zipf", 1), ("uniform", 3)])
+def test_trace_load_count_equals_beams_metric_on_direct_runner(stream, hint):
+  report = run_keyed(KeyedRun(models=4, hint=hint, elements=300, stream=stream, batch_size=8))
+  assert report.beam_loads is not None
+  assert report.loads == report.beam_loads
+  assert report.extra["elements_out"] == 300
+  # Every model loaded is released again: evicted by the LRU, or freed after the run.
+  assert report.releases == report.loads
+  # Beam's per-cohort counts agree with the trace, key by key.
+  per_key = {k: v for k, v in report.beam_loads_by_key.items() if k != "*"}
+  assert per_key == report.loads_by_key
+
+
+def test_too_small_hint_swaps_and_a_hint_as_big_as_the_models_loads_each_once():
+  thrashing = run_keyed(KeyedRun(models=4, hint=1, elements=200, stream="cycle", batch_size=1))
+  assert thrashing.loads == 200  # round robin with room for one model: every element swaps
+  roomy = run_keyed(KeyedRun(models=4, hint=4, elements=200, stream="cycle", batch_size=1))
+  assert roomy.loads == 4 and roomy.loads_by_key == {k: 1 for k in roomy.loads_by_key}
+
+
+def test_fixed_batch_size_controls_swaps():
+  # One batch holding the whole stream needs each model once, whatever the hint.
+  one_batch = run_keyed(KeyedRun(models=4, hint=1, elements=64, stream="cycle", batch_size=64))
+  assert one_batch.loads == 4
+
+
+def test_interactive_runner_is_traced_without_metrics():
+  import apache_beam.runners.interactive.interactive_beam as ib
+  from apache_beam.ml.inference.base import RunInference
+  from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
+
+  from mmkit.experiment import model_handlers
+  from mmkit.keyed import keyed_handler, release_resident_models
+  from mmkit.pipelines import KeyedInference, keyed_examples
+  examples = keyed_examples(["clean", "noisy", "clean", "rotated"] * 10)
+  with Tracer() as tracer:
+    handlers = {k: tracer.wrap(mh, k) for k, mh in model_handlers(3).items()}
+    p = beam.Pipeline(InteractiveRunner())
+    preds = p | beam.Create(examples, reshuffle=False) | KeyedInference(keyed_handler(handlers, hint=1, batch_size=4))
+    out = ib.collect(preds, n=len(examples), raw_records=True)
+    release_resident_models()
+  report = tracer.report(result=None)
+  assert len(out) == len(examples)
+  assert report.beam_loads is None
+  assert report.loads >= 3 and set(report.loads_by_key) == {"clean", "noisy", "rotated"}
+  assert len(report.memory_frame()) > 0 and list(report.to_frame()["event"]).count("load") == report.loads
