@@ -1,0 +1,120 @@
+"""Predict model swaps without running Beam: LRU replay, Belady's optimum, stack distances (04, 05).
+
+`KeyedModelHandler` serves a batch by splitting it by model, in order of each model's
+first appearance in the batch; every model it needs is "loaded" (made most recently
+used, or loaded if absent). With `max_models_per_worker_hint=h` the least recently used
+model is released when an (h+1)-th is needed. Replaying that on the sequence of model
+accesses gives the exact load count of an in-memory DirectRunner run with fixed batches.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable, Mapping, Optional, Sequence
+
+__all__ = ["model_accesses", "SwapCount", "simulate_lru", "optimal_loads", "stack_distances",
+           "lru_loads_by_capacity", "working_set_sizes"]
+
+
+def model_accesses(stream: Sequence[Hashable], batch_size: int,
+                   key_to_model: Optional[Mapping[Hashable, Hashable]] = None) -> list[Hashable]:
+  """The models a keyed handler asks for, in order: per batch, each model once, by first appearance."""
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  to_model = key_to_model.__getitem__ if key_to_model is not None else (lambda k: k)
+  accesses = []
+  for start in range(0, len(stream), batch_size):
+    accesses += dict.fromkeys(to_model(k) for k in stream[start:start + batch_size])
+  return accesses
+
+
+@dataclass
+class SwapCount:
+  """Loads and releases (evictions) per model of one replay; `resident` is what is left loaded."""
+
+  loads_by_model: dict = field(default_factory=dict)
+  releases_by_model: dict = field(default_factory=dict)
+  resident: list = field(default_factory=list)
+
+  @property
+  def loads(self) -> int:
+    return sum(self.loads_by_model.values())
+
+  @property
+  def releases(self) -> int:
+    return sum(self.releases_by_model.values())
+
+
+def simulate_lru(accesses: Iterable[Hashable], capacity: Optional[int]) -> SwapCount:
+  """Replays Beam's LRU with room for `capacity` models (None: unlimited, as with no hint)."""
+  if capacity is not None and capacity < 1:
+    raise ValueError(f"capacity (the hint) must be >= 1 or None, got {capacity}.")
+  cache: OrderedDict = OrderedDict()
+  loads: dict = defaultdict(int)
+  releases: dict = defaultdict(int)
+  for model in accesses:
+    if model in cache:
+      cache.move_to_end(model)
+      continue
+    cache[model] = True
+    if capacity is not None and len(cache) > capacity:
+      evicted, _ = cache.popitem(last=False)
+      releases[evicted] += 1
+    loads[model] += 1
+  return SwapCount(dict(sorted(loads.items(), key=str)), dict(sorted(releases.items(), key=str)), list(cache))
+
+
+def optimal_loads(accesses: Sequence[Hashable], capacity: int) -> int:
+  """Belady's MIN: the fewest loads any eviction policy could need with room for `capacity` models."""
+  if capacity < 1:
+    raise ValueError(f"capacity must be >= 1, got {capacity}.")
+  uses: dict = defaultdict(list)
+  for i, model in enumerate(accesses):
+    uses[model].append(i)
+
+  def next_use(model, i):
+    positions = uses[model]
+    j = bisect.bisect_right(positions, i)
+    return positions[j] if j < len(positions) else math.inf
+
+  cache: set = set()
+  loads = 0
+  for i, model in enumerate(accesses):
+    if model in cache:
+      continue
+    loads += 1
+    if len(cache) >= capacity:
+      cache.remove(max(cache, key=lambda m: next_use(m, i)))
+    cache.add(model)
+  return loads
+
+
+def stack_distances(accesses: Iterable[Hashable]) -> list[float]:
+  """Mattson's LRU stack distance of each access: 1 = most recently used, inf = first use."""
+  stack: list = []  # most recently used last
+  distances = []
+  for model in accesses:
+    if model in stack:
+      distances.append(len(stack) - stack.index(model))
+      stack.remove(model)
+    else:
+      distances.append(math.inf)
+    stack.append(model)
+  return distances
+
+
+def lru_loads_by_capacity(accesses: Sequence[Hashable], capacities: Optional[Iterable[int]] = None) -> dict[int, int]:
+  """LRU loads for every capacity from one pass: an access misses when its stack distance > capacity."""
+  distances = stack_distances(accesses)
+  if capacities is None:
+    capacities = range(1, len(set(accesses)) + 1)
+  return {c: sum(d > c for d in distances) for c in capacities}
+
+
+def working_set_sizes(accesses: Sequence[Hashable], window: int) -> list[int]:
+  """Distinct models in each window of `window` consecutive accesses: above the hint, LRU thrashes."""
+  if window < 1:
+    raise ValueError(f"window must be >= 1, got {window}.")
+  return [len(set(accesses[i:i + window])) for i in range(max(1, len(accesses) - window + 1))]
