@@ -15,7 +15,7 @@ from mmkit.keyed import keyed_handler, release_resident_models
 from mmkit.pipelines import RUNNERS, CountElements, keyed_examples, KeyedInference, model_keys, runner_options, source_of
 from mmkit.tracing import RunReport, Tracer
 
-__all__ = ["KeyedRun", "model_handlers", "run_keyed"]
+__all__ = ["KeyedRun", "model_handlers", "keyed_pipeline", "run_keyed"]
 
 
 @dataclass(frozen=True)
@@ -68,19 +68,24 @@ def model_handlers(n_models: int, model_mb: Optional[float] = None) -> dict[str,
   return handlers
 
 
+def keyed_pipeline(run: KeyedRun, handlers: dict, options: Optional[PipelineOptions] = None) -> beam.Pipeline:
+  """The keyed pipeline of `run` over `handlers` (traced or not), built but not run."""
+  keys = model_keys(run.models)
+  examples = keyed_examples(data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed)
+  pipeline = beam.Pipeline(options=options or runner_options(run.runner))
+  _ = (pipeline
+       | "Examples" >> beam.Create(examples, reshuffle=False)  # keep stream order: swaps depend on it
+       | "Infer" >> KeyedInference(keyed_handler(handlers, run.hint, run.batch_size))
+       | "CountOut" >> beam.ParDo(CountElements("elements_out")))
+  return pipeline
+
+
 def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunReport:
   """Runs the keyed pipeline once under a Tracer; the report's `extra` holds the run's settings."""
   run.validate()
-  keys = model_keys(run.models)
-  examples = keyed_examples(data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed)
   handlers = model_handlers(run.models, run.model_mb)  # made before tracing: sized models are built once
   with Tracer() as tracer:
-    handler = keyed_handler({k: tracer.wrap(mh, k) for k, mh in handlers.items()}, run.hint, run.batch_size)
-    pipeline = beam.Pipeline(options=options or runner_options(run.runner))
-    _ = (pipeline
-         | "Examples" >> beam.Create(examples, reshuffle=False)  # keep stream order: swaps depend on it
-         | "Infer" >> KeyedInference(handler)
-         | "CountOut" >> beam.ParDo(CountElements("elements_out")))
+    pipeline = keyed_pipeline(run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, options)
     result = pipeline.run()
     result.wait_until_finish()
     pipeline_end = time.time()
