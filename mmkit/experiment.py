@@ -12,10 +12,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data, models
 from mmkit.keyed import keyed_handler, release_resident_models
-from mmkit.pipelines import RUNNERS, CountElements, keyed_examples, KeyedInference, model_keys, runner_options, source_of
+from mmkit.pipelines import GROUPINGS, RUNNERS, CountElements, keyed_examples, KeyedInference, model_keys, runner_options, source_of
+from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer
 
-__all__ = ["KeyedRun", "model_handlers", "keyed_pipeline", "run_keyed"]
+__all__ = ["KeyedRun", "model_handlers", "keyed_pipeline", "run_keyed", "predicted_loads"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class KeyedRun:
   batch_size: int = 32
   runner: str = "direct"
   seed: int = 0
+  group: str = "none"  # none | gbk | batches: what reaches RunInference together (see KeyedInference)
 
   def validate(self) -> "KeyedRun":
     """Raises ValueError naming the bad setting and the fix; returns self."""
@@ -43,6 +45,8 @@ class KeyedRun:
       positive_int("hint (max_models_per_worker_hint)", self.hint)
     if self.stream not in data.STREAMS:
       raise ValueError(f"unknown stream {self.stream!r}: use one of {', '.join(data.STREAMS)}.")
+    if self.group not in GROUPINGS:
+      raise ValueError(f"unknown group {self.group!r}: use one of {', '.join(GROUPINGS)}.")
     if self.runner not in RUNNERS:
       raise ValueError(f"unknown runner {self.runner!r}: use one of {', '.join(RUNNERS)}.")
     if self.model_mb is None and self.models > len(data.SOURCES):
@@ -75,7 +79,7 @@ def keyed_pipeline(run: KeyedRun, handlers: dict, options: Optional[PipelineOpti
   pipeline = beam.Pipeline(options=options or runner_options(run.runner))
   _ = (pipeline
        | "Examples" >> beam.Create(examples, reshuffle=False)  # keep stream order: swaps depend on it
-       | "Infer" >> KeyedInference(keyed_handler(handlers, run.hint, run.batch_size))
+       | "Infer" >> KeyedInference(keyed_handler(handlers, run.hint, run.batch_size), run.group)
        | "CountOut" >> beam.ParDo(CountElements("elements_out")))
   return pipeline
 
@@ -92,8 +96,18 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
     # Models still resident when the pipeline ends are freed here, so their releases count.
     release_resident_models()
     gc.collect()
-  return tracer.report(result, **asdict(run), elements_out=_counter(result, "elements_out"),
-                       pipeline_end=pipeline_end)
+  return tracer.report(result, **asdict(run), **predicted_loads(run),
+                       elements_out=_counter(result, "elements_out"), pipeline_end=pipeline_end)
+
+
+def predicted_loads(run: KeyedRun) -> dict:
+  """What `mmkit.simulate` predicts for this run: Beam's LRU replayed, and Belady's optimum."""
+  keys = model_keys(run.models)
+  accesses = model_accesses(data.key_stream(run.stream, keys, run.elements, seed=run.seed),
+                            run.batch_size, group=run.group)
+  capacity = run.hint if run.hint is not None else len(keys)
+  return {"simulated_loads": simulate_lru(accesses, run.hint).loads,
+          "optimal_loads": optimal_loads(accesses, capacity)}
 
 
 def _counter(result, name: str) -> Optional[int]:

@@ -6,6 +6,7 @@ batch size makes a run's swaps reproducible (and predictable: see `mmkit.simulat
 """
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from typing import Any, Mapping, Optional, Sequence
@@ -30,6 +31,20 @@ class FixedBatchKeyedModelHandler(KeyedModelHandler):
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
       raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     self.batch_size = batch_size
+    self._prebatched = False
+
+  def prebatched(self) -> "FixedBatchKeyedModelHandler":
+    """A copy that takes ready-made batches (lists of (key, example), e.g. from GroupIntoBatches).
+
+    Beam's own `with_no_batching()` cannot wrap a KeyedModelHandler with several models in
+    Beam 2.77 (its wrapper skips `override_metrics`, so the per-key metrics are never set up).
+    """
+    twin = copy.copy(self)
+    twin._prebatched = True
+    return twin
+
+  def should_skip_batching(self) -> bool:
+    return self._prebatched
 
   def batch_elements_kwargs(self) -> Mapping[str, Any]:
     if self.batch_size is None:

@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from mmkit import data
 
 __all__ = ["RUNNERS", "runner_options", "source_of", "model_keys", "keyed_examples",
-           "ToKeyedTensor", "CountElements", "KeyedInference"]
+           "ToKeyedTensor", "CountElements", "GROUPINGS", "KeyedInference"]
 
 RUNNERS = ("direct", "multiprocess")
 
@@ -79,9 +79,31 @@ class CountElements(beam.DoFn):
     yield element
 
 
+GROUPINGS = ("none", "gbk", "batches")
+
+
+def _ungroup(key_values):
+  key, values = key_values
+  return [(key, value) for value in values]
+
+
 @beam.ptransform_fn
-def KeyedInference(examples: beam.PCollection, handler) -> beam.PCollection:
-  """(key, index) pairs -> (key, PredictionResult), through `handler` (a keyed handler)."""
+def KeyedInference(examples: beam.PCollection, handler, group: str = "none") -> beam.PCollection:
+  """(key, index) pairs -> (key, PredictionResult) through a keyed `handler`.
+
+  `group` decides what reaches the model manager together: `none`, the stream as it comes;
+  `gbk`, a GroupByKey first, so one key's elements arrive together; `batches`,
+  GroupIntoBatches per key, so every batch holds one key and is served by one model.
+  """
   from apache_beam.ml.inference.base import RunInference
+  if group not in GROUPINGS:
+    raise ValueError(f"unknown group {group!r}: use one of {', '.join(GROUPINGS)}.")
   tensors = examples | "ToTensor" >> beam.ParDo(ToKeyedTensor())
+  if group == "gbk":
+    tensors = tensors | "GroupByKey" >> beam.GroupByKey() | "Ungroup" >> beam.FlatMap(_ungroup)
+  elif group == "batches":
+    batch_size = getattr(handler, "batch_size", None) or 32
+    batches = (tensors | "GroupIntoBatches" >> beam.GroupIntoBatches(batch_size)
+               | "ToBatch" >> beam.Map(_ungroup))
+    return batches | "RunInference" >> RunInference(handler.prebatched())
   return tensors | "RunInference" >> RunInference(handler)

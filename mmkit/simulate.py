@@ -14,19 +14,46 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Mapping, Optional, Sequence
 
-__all__ = ["model_accesses", "SwapCount", "simulate_lru", "optimal_loads", "stack_distances",
+__all__ = ["arrival_batches", "model_accesses", "SwapCount", "simulate_lru", "optimal_loads", "stack_distances",
            "lru_loads_by_capacity", "working_set_sizes"]
 
 
-def model_accesses(stream: Sequence[Hashable], batch_size: int,
-                   key_to_model: Optional[Mapping[Hashable, Hashable]] = None) -> list[Hashable]:
-  """The models a keyed handler asks for, in order: per batch, each model once, by first appearance."""
+def arrival_batches(stream: Sequence[Hashable], batch_size: int, group: str = "none") -> list[list[Hashable]]:
+  """The batches of keys RunInference sees on the in-memory runner, for each grouping.
+
+  `none`: consecutive slices of the stream. `gbk`: a GroupByKey makes each key's elements
+  contiguous (key order is the runner's; it does not change the counts). `batches`:
+  GroupIntoBatches emits a key's batch when it fills, the rest when the input ends.
+  """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  if group == "none":
+    return [list(stream[i:i + batch_size]) for i in range(0, len(stream), batch_size)]
+  if group == "gbk":
+    by_key: dict = {}
+    for key in stream:
+      by_key.setdefault(key, []).append(key)
+    flat = [k for keys in by_key.values() for k in keys]
+    return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
+  if group == "batches":
+    buffers: dict = {}
+    batches = []
+    for key in stream:
+      buffers.setdefault(key, []).append(key)
+      if len(buffers[key]) == batch_size:
+        batches.append(buffers.pop(key))
+    return batches + list(buffers.values())
+  raise ValueError(f"unknown group {group!r}: use one of none, gbk, batches.")
+
+
+def model_accesses(stream: Sequence[Hashable], batch_size: int,
+                   key_to_model: Optional[Mapping[Hashable, Hashable]] = None,
+                   group: str = "none") -> list[Hashable]:
+  """The models a keyed handler asks for, in order: per batch, each model once, by first appearance."""
   to_model = key_to_model.__getitem__ if key_to_model is not None else (lambda k: k)
   accesses = []
-  for start in range(0, len(stream), batch_size):
-    accesses += dict.fromkeys(to_model(k) for k in stream[start:start + batch_size])
+  for batch in arrival_batches(stream, batch_size, group):
+    accesses += dict.fromkeys(to_model(k) for k in batch)
   return accesses
 
 

@@ -13,20 +13,20 @@ import sys
 from typing import Optional, Sequence
 
 from mmkit import data
-from mmkit.pipelines import RUNNERS
+from mmkit.pipelines import GROUPINGS, RUNNERS
 
-COLUMNS = ["hint", "models", "elements", "elements_out", "loads", "beam_loads", "releases",
-           "peak_rss_mb", "seconds"]
+COLUMNS = ["hint", "group", "models", "elements", "elements_out", "loads", "beam_loads",
+           "simulated_loads", "optimal_loads", "releases", "peak_rss_mb", "seconds"]
 
 
 def sweep(models: int = 8, hints: Sequence[Optional[int]] = (1, 2, 4, 8), elements: int = 2000,
           stream: str = "zipf", model_mb: Optional[float] = None, batch_size: int = 32,
-          runner: str = "direct", seed: int = 0, progress: bool = True) -> list[dict]:
+          runner: str = "direct", seed: int = 0, group: str = "none", progress: bool = True) -> list[dict]:
   """One traced keyed run per hint; returns one plain dict per run (the `--json` objects)."""
   from tqdm.auto import tqdm
 
   from mmkit.experiment import KeyedRun, run_keyed
-  runs = [KeyedRun(models, hint, elements, stream, model_mb, batch_size, runner, seed).validate()
+  runs = [KeyedRun(models, hint, elements, stream, model_mb, batch_size, runner, seed, group).validate()
           for hint in hints]
   rows = []
   bar = tqdm(runs, desc="sweep", unit="run", disable=not progress, file=sys.stderr)
@@ -86,7 +86,7 @@ def run_command(args, parser) -> int:
     parser.exit(2, f"python -m mmkit sweep: error: {problem}\n")
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
   rows = sweep(args.models, args.hints, args.elements, args.stream, args.model_mb, args.batch_size,
-               args.runner, args.seed, progress=not args.no_progress)
+               args.runner, args.seed, args.group, progress=not args.no_progress)
   print(json.dumps(rows, indent=1) if args.json else format_table(rows))
   if args.out:
     for path in write_outputs(rows, args.out):
@@ -108,6 +108,9 @@ def add_parser(commands) -> None:
   p.add_argument("--batch-size", type=int, default=32, help="fixed RunInference batch size (default 32)")
   p.add_argument("--runner", choices=RUNNERS, default="direct",
                  help="direct: in this process; multiprocess: DirectRunner with 2 worker processes")
+  p.add_argument("--group", choices=GROUPINGS, default="none",
+                 help="none: the stream as it comes; gbk: GroupByKey before inference; "
+                      "batches: GroupIntoBatches per key")
   p.add_argument("--seed", type=int, default=0, help="seed of the key stream and the examples")
   p.add_argument("--out", metavar="DIR", help="also write sweep.csv and sweep.png here")
   p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
