@@ -56,7 +56,7 @@ def keyed_examples(stream: Sequence[str], seed: int = 0) -> list[tuple[str, int]
 @lru_cache(maxsize=None)
 def _cohort_tensor(source: str) -> torch.Tensor:
   x, _ = data.cohort(source, "test")
-  return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+  return torch.tensor(x, dtype=torch.float32)  # a copy: the cached cohort arrays are read-only
 
 
 class ToKeyedTensor(beam.DoFn):

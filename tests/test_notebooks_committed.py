@@ -1,0 +1,44 @@
+"""Notebooks are committed as readers should see them: run, with outputs, no errors, clean metadata."""
+import glob
+import json
+import os
+
+import pytest
+
+NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "notebooks", "*.ipynb")))
+
+
+def test_there_is_a_notebook_per_pattern():
+  assert len(NOTEBOOKS) >= 6
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_is_committed_with_outputs_and_no_errors(path):
+  nb = json.load(open(path))
+  code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+  assert code and sum(bool(c["outputs"]) for c in code) >= len(code) // 2, "commit the notebook run, with outputs"
+  errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+  assert not errors, f"error output committed: {errors[0].get('ename')}"
+  streams = "".join("".join(o.get("text", "")) for c in code for o in c["outputs"] if o.get("name") == "stderr")
+  assert "Traceback" not in streams
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_opens_in_colab_and_installs_only_there(path):
+  nb = json.load(open(path))
+  first_md = "".join(nb["cells"][0]["source"])
+  assert "colab.research.google.com/github" in first_md and os.path.basename(path) in first_md
+  first_code = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+  assert "'google.colab' in sys.modules" in first_code and "pip install" in first_code
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_metadata_is_clean(path):
+  nb = json.load(open(path))
+  assert set(nb["metadata"]) <= {"kernelspec", "language_info"}
+  for cell in nb["cells"]:
+    assert not cell.get("metadata", {}).get("collapsed"), "no UI state in cell metadata"
+    if cell["cell_type"] == "code":
+      assert cell["execution_count"] is None, "execution counts are stripped"
+      for out in cell["outputs"]:
+        assert out.get("execution_count") is None

@@ -1,0 +1,64 @@
+"""The main job, `python -m mmkit sweep`, as a user runs it."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mmkit.sweep import format_table, sweep, write_outputs
+
+
+def _cli(*args, timeout=300):
+  return subprocess.run([sys.executable, "-m", "mmkit", "sweep", *args], capture_output=True,
+                        text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,names", [
+    (["--hints", "0"], "--hints"),
+    (["--models", "0"], "--models"),
+    (["--elements", "-5"], "--elements"),
+    (["--stream", "nope"], "--stream"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--models", "12"], "--model-mb"),
+    (["--hints", "two"], "--hints"),
+])
+def test_bad_arguments_exit_2_with_one_line_and_no_traceback(args, names):
+  proc = _cli(*args)
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr
+  assert names in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_json_rows_agree_with_beam_and_the_simulator():
+  proc = _cli("--models", "4", "--hints", "1", "2", "4", "--elements", "400", "--stream", "zipf",
+              "--batch-size", "16", "--json", "--no-progress")
+  assert proc.returncode == 0, proc.stderr
+  rows = json.loads(proc.stdout)
+  assert [r["hint"] for r in rows] == [1, 2, 4]
+  for row in rows:
+    assert row["elements_out"] == row["elements"] == 400
+    assert row["loads"] == row["beam_loads"] == row["simulated_loads"]
+    assert row["optimal_loads"] <= row["loads"]
+    assert sum(row["loads_by_key"].values()) == row["loads"]
+    assert row["peak_rss_mb"] > 0 and row["seconds"] > 0
+  assert rows[-1]["loads"] == 4  # hint == models: each model loaded once
+  assert rows[0]["loads"] > rows[-1]["loads"]  # a hint of 1 swaps
+
+
+def test_group_by_key_stops_the_swaps():
+  rows = sweep(models=4, hints=[1], elements=400, stream="cycle", batch_size=16, group="gbk", progress=False)
+  assert rows[0]["loads"] == 4 and rows[0]["elements_out"] == 400
+  assert rows[0]["simulated_loads"] == 4
+
+
+def test_out_writes_csv_and_png(tmp_path):
+  rows = sweep(models=3, hints=[1, 3], elements=120, stream="cycle", batch_size=8, progress=False)
+  paths = write_outputs(rows, str(tmp_path))
+  csv, png = paths
+  assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(png) > 10_000
+  lines = open(csv).read().splitlines()
+  assert len(lines) == 3 and "beam_loads" in lines[0]
+  table = format_table(rows)
+  assert "loads" in table.splitlines()[0] and len(table.splitlines()) == 3
