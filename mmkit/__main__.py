@@ -1,14 +1,15 @@
 """`python -m mmkit <command>`: the kit's command line (see `python -m mmkit --help`)."""
 from __future__ import annotations
 
-import argparse
+import logging
 import sys
 from typing import Optional, Sequence
 
-from mmkit import sweep
-
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  # Beam logs optional-dependency warnings at import time; a CLI user wants the table only.
+  logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+  from mmkit import sweep
   parser = sweep._OneLineErrors(prog="python -m mmkit", description=__doc__)
   commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   sweep.add_parser(commands)
