@@ -1,0 +1,84 @@
+"""Execute notebooks in place and commit-clean them: outputs kept, counts and UI metadata stripped.
+
+    python tools/run_notebooks.py [notebooks/03_keyed_models.ipynb ...]   # default: all
+
+Prints each notebook's wall time and the peak memory of the kernel process tree; fails
+(exit 1) on the first cell error, leaving the notebook file untouched.
+"""
+from __future__ import annotations
+
+import glob
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+KEEP_METADATA = ("kernelspec", "language_info")
+
+
+def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+  """Strips execution counts and UI/editor metadata, so diffs show only content and outputs."""
+  nb.metadata = {k: v for k, v in nb.metadata.items() if k in KEEP_METADATA}
+  for cell in nb.cells:
+    cell.metadata = {k: v for k, v in cell.metadata.items() if k in ("tags",)}
+    if cell.cell_type == "code":
+      cell.execution_count = None
+      for out in cell.outputs:
+        if "execution_count" in out:
+          out.execution_count = None
+        out.get("metadata", {}).pop("transient", None)
+  return nb
+
+
+def _tree_rss_mb() -> float:
+  me = psutil.Process()
+  total = 0
+  for p in [me, *me.children(recursive=True)]:
+    try:
+      total += p.memory_info().rss
+    except psutil.Error:
+      pass
+  return total / 2**20
+
+
+def run(path: Path, timeout: int = 600) -> tuple[float, float]:
+  """Executes one notebook in its folder; returns (seconds, peak MB of this process tree)."""
+  nb = nbformat.read(path, as_version=4)
+  peak, stop = [0.0], threading.Event()
+
+  def watch():
+    while not stop.is_set():
+      peak[0] = max(peak[0], _tree_rss_mb())
+      stop.wait(0.1)
+
+  watcher = threading.Thread(target=watch, daemon=True)
+  watcher.start()
+  start = time.time()
+  try:
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+  finally:
+    stop.set()
+    watcher.join()
+  nbformat.write(clean(nb), path)
+  return time.time() - start, peak[0]
+
+
+def main(argv: list[str]) -> int:
+  paths = [Path(p) for p in argv] or sorted(Path(p) for p in glob.glob(str(ROOT / "notebooks" / "*.ipynb")))
+  total_start, worst = time.time(), 0.0
+  for path in paths:
+    seconds, peak = run(path)
+    worst = max(worst, peak)
+    print(f"{path.name:40} {seconds:6.1f} s  peak {peak:6.0f} MB", flush=True)
+  print(f"{'all':40} {time.time() - total_start:6.1f} s  peak {worst:6.0f} MB")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
