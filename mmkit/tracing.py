@@ -65,10 +65,11 @@ class TracedModelHandler(ModelHandler):
   Everything else is delegated to the wrapped handler unchanged.
   """
 
-  def __init__(self, inner: ModelHandler, key: str, log_dir: str):
+  def __init__(self, inner: ModelHandler, key: str, log_dir: str, time_batches: bool = False):
     self._inner = inner
     self._key = key
     self._log_dir = log_dir
+    self._time_batches = time_batches
     # Copied so KeyedModelHandler's checks of the inner handler see the same settings.
     self._env_vars = getattr(inner, "_env_vars", {})
 
@@ -93,7 +94,13 @@ class TracedModelHandler(ModelHandler):
     return model
 
   def run_inference(self, batch: Sequence[Any], model: Any, inference_args=None) -> Iterable[Any]:
-    return self._inner.run_inference(batch, model, inference_args)
+    if not self._time_batches:
+      return self._inner.run_inference(batch, model, inference_args)
+    start = time.time()
+    predictions = list(self._inner.run_inference(batch, model, inference_args))
+    _append_event(self._log_dir, {"event": "batch", "key": self._key, "pid": os.getpid(), "t": start,
+                                  "seconds": time.time() - start, "size": len(batch), "rss_mb": 0.0})
+    return predictions
 
   def get_num_bytes(self, batch: Sequence[Any]) -> int:
     return self._inner.get_num_bytes(batch)
@@ -269,8 +276,18 @@ class RunReport:
   def to_frame(self):
     """Load and release events as a pandas DataFrame, `t` in seconds from the run's start."""
     import pandas as pd
-    frame = pd.DataFrame(self.events, columns=["t", "event", "key", "pid", "rss_mb", "seconds"])
+    frame = pd.DataFrame([e for e in self.events if e["event"] in ("load", "release")],
+                         columns=["t", "event", "key", "pid", "rss_mb", "seconds"])
     frame["t"] = frame["t"] - self.start
+    return frame
+
+  def batch_frame(self):
+    """Inference batches timed by `wrap(..., time_batches=True)`: key, size, seconds, per-element ms."""
+    import pandas as pd
+    frame = pd.DataFrame([e for e in self.events if e["event"] == "batch"],
+                         columns=["t", "key", "pid", "size", "seconds"])
+    frame["t"] = frame["t"] - self.start
+    frame["ms_per_element"] = 1000 * frame["seconds"] / frame["size"].clip(lower=1)
     return frame
 
   def memory_frame(self):
@@ -294,9 +311,9 @@ class Tracer:
     self.sampler = MemorySampler(sample_interval)
     self.start = self.end = None
 
-  def wrap(self, handler: ModelHandler, key: str) -> TracedModelHandler:
-    """The handler, traced under `key` (use the cohort's name: one key per loaded model)."""
-    return TracedModelHandler(handler, key, self.log_dir)
+  def wrap(self, handler: ModelHandler, key: str, time_batches: bool = False) -> TracedModelHandler:
+    """The handler, traced under `key` (one key per loaded model); `time_batches` also times inference."""
+    return TracedModelHandler(handler, key, self.log_dir, time_batches)
 
   def __enter__(self) -> "Tracer":
     self.start = time.time()
