@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data, models
 from mmkit.keyed import keyed_handler, release_resident_models
-from mmkit.pipelines import GROUPINGS, RUNNERS, CountElements, keyed_examples, KeyedInference, model_keys, runner_options, source_of
+from mmkit.pipelines import GROUPINGS, RUNNERS, CountElements, keyed_examples, KeyedInference, model_keys, new_pipeline, source_of
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer
 
@@ -72,15 +72,16 @@ def model_handlers(n_models: int, model_mb: Optional[float] = None) -> dict[str,
   return handlers
 
 
-def keyed_pipeline(run: KeyedRun, handlers: dict, options: Optional[PipelineOptions] = None) -> beam.Pipeline:
+def keyed_pipeline(run: KeyedRun, handlers: dict, options: Optional[PipelineOptions] = None,
+                   log_dir: Optional[str] = None) -> beam.Pipeline:
   """The keyed pipeline of `run` over `handlers` (traced or not), built but not run."""
   keys = model_keys(run.models)
   examples = keyed_examples(data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed)
-  pipeline = beam.Pipeline(options=options or runner_options(run.runner))
+  pipeline = new_pipeline(run.runner, options)
   _ = (pipeline
        | "Examples" >> beam.Create(examples, reshuffle=False)  # keep stream order: swaps depend on it
        | "Infer" >> KeyedInference(keyed_handler(handlers, run.hint, run.batch_size), run.group)
-       | "CountOut" >> beam.ParDo(CountElements("elements_out")))
+       | "CountOut" >> beam.ParDo(CountElements("elements_out", log_dir)))
   return pipeline
 
 
@@ -89,15 +90,17 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   run.validate()
   handlers = model_handlers(run.models, run.model_mb)  # made before tracing: sized models are built once
   with Tracer() as tracer:
-    pipeline = keyed_pipeline(run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, options)
+    pipeline = keyed_pipeline(run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, options,
+                              tracer.log_dir)
     result = pipeline.run()
     result.wait_until_finish()
     pipeline_end = time.time()
     # Models still resident when the pipeline ends are freed here, so their releases count.
     release_resident_models()
     gc.collect()
-  return tracer.report(result, **asdict(run), **predicted_loads(run),
-                       elements_out=_counter(result, "elements_out"), pipeline_end=pipeline_end)
+  report = tracer.report(result, **asdict(run), **predicted_loads(run), pipeline_end=pipeline_end)
+  report.extra["elements_out"] = report.counts.get("elements_out", 0)
+  return report
 
 
 def predicted_loads(run: KeyedRun) -> dict:
@@ -108,12 +111,3 @@ def predicted_loads(run: KeyedRun) -> dict:
   capacity = run.hint if run.hint is not None else len(keys)
   return {"simulated_loads": simulate_lru(accesses, run.hint).loads,
           "optimal_loads": optimal_loads(accesses, capacity)}
-
-
-def _counter(result, name: str) -> Optional[int]:
-  from apache_beam.metrics.metric import MetricsFilter
-  try:
-    counters = result.metrics().query(MetricsFilter().with_namespace("mmkit").with_name(name))["counters"]
-  except NotImplementedError:
-    return None
-  return sum((c.committed if c.committed is not None else c.attempted) or 0 for c in counters)

@@ -17,10 +17,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data
 
-__all__ = ["RUNNERS", "runner_options", "source_of", "model_keys", "keyed_examples",
+__all__ = ["RUNNERS", "runner_options", "new_pipeline", "source_of", "model_keys", "keyed_examples",
            "ToKeyedTensor", "CountElements", "GROUPINGS", "KeyedInference"]
 
-RUNNERS = ("direct", "multiprocess")
+RUNNERS = ("direct", "multiprocess", "interactive")
 
 
 def runner_options(runner: str = "direct", workers: int = 2, **extra) -> PipelineOptions:
@@ -30,8 +30,16 @@ def runner_options(runner: str = "direct", workers: int = 2, **extra) -> Pipelin
   elif runner == "multiprocess":
     flags = {"direct_num_workers": workers, "direct_running_mode": "multi_processing"}
   else:
-    raise ValueError(f"unknown runner {runner!r}: use one of {', '.join(RUNNERS)}.")
+    raise ValueError(f"unknown runner {runner!r}: use one of direct, multiprocess.")
   return PipelineOptions(runner="DirectRunner", **flags, **extra)
+
+
+def new_pipeline(runner: str = "direct", options: Optional[PipelineOptions] = None) -> beam.Pipeline:
+  """A pipeline on `runner` (`interactive`: Beam's InteractiveRunner, as in the notebooks)."""
+  if runner == "interactive":
+    from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
+    return beam.Pipeline(InteractiveRunner(), options=options)
+  return beam.Pipeline(options=options or runner_options(runner))
 
 
 def model_keys(models: int) -> list[str]:
@@ -68,15 +76,29 @@ class ToKeyedTensor(beam.DoFn):
 
 
 class CountElements(beam.DoFn):
-  """Passes elements through, counting them in a Beam counter `mmkit/<name>`."""
+  """Passes elements through, counting them in a Beam counter `mmkit/<name>`.
 
-  def __init__(self, name: str):
+  With a tracer's `log_dir` it also writes its count there at the end of each bundle, so
+  runners without metrics (the InteractiveRunner) are counted too (`RunReport.counts`).
+  """
+
+  def __init__(self, name: str, log_dir: Optional[str] = None):
     self._name = name
+    self._log_dir = log_dir
     self._counter = beam.metrics.Metrics.counter("mmkit", name)
+
+  def start_bundle(self):
+    self._seen = 0
 
   def process(self, element):
     self._counter.inc()
+    self._seen += 1
     yield element
+
+  def finish_bundle(self):
+    if self._log_dir and self._seen:
+      from mmkit.tracing import record_count
+      record_count(self._log_dir, self._name, self._seen)
 
 
 GROUPINGS = ("none", "gbk", "batches")

@@ -52,6 +52,11 @@ def _append_event(log_dir: str, event: dict) -> None:
     pass  # The tracer was closed (directory removed) while a model was still alive.
 
 
+def record_count(log_dir: str, name: str, n: int) -> None:
+  """Adds `n` to the count `name` of a traced run (summed over bundles and processes)."""
+  _append_event(log_dir, {"event": "count", "key": name, "n": n, "pid": os.getpid(), "t": time.time()})
+
+
 def _record_release(log_dir: str, key: str, pid: int) -> None:
   _append_event(log_dir, {"event": "release", "key": key, "pid": pid, "t": time.time(),
                           "rss_mb": _rss_mb()})
@@ -244,6 +249,15 @@ class RunReport:
   @property
   def releases(self) -> int:
     return sum(self.releases_by_key.values())
+
+  @property
+  def counts(self) -> dict[str, int]:
+    """Element counts recorded by `CountElements(name, log_dir)` steps, by name."""
+    totals: dict[str, int] = {}
+    for e in self.events:
+      if e["event"] == "count":
+        totals[e["key"]] = totals.get(e["key"], 0) + e["n"]
+    return totals
 
   @property
   def beam_loads(self) -> Optional[int]:
