@@ -95,6 +95,9 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
     result = pipeline.run()
     result.wait_until_finish()
     pipeline_end = time.time()
+    if run.runner == "interactive":
+      from apache_beam.runners.interactive import interactive_environment
+      interactive_environment.current_env().evict_tracked_pipelines(pipeline)
     # Models still resident when the pipeline ends are freed here, so their releases count.
     release_resident_models()
     gc.collect()

@@ -59,13 +59,16 @@ class Denoiser(nn.Module):
 class SizedModel(nn.Module):
   """A classifier whose float32 weights take about `megabytes` MB, so loads show in memory (04)."""
 
-  def __init__(self, megabytes: float = 16.0):
+  def __init__(self, megabytes: float = 16.0, initialize: bool = False):
     super().__init__()
     # 64 -> w -> w -> 10 holds about w*w floats; pick w so they take the requested bytes.
     floats = megabytes * 2**20 / 4
     width = max(8, int((-(64 + 10 + 3) + ((64 + 10 + 3) ** 2 + 4 * floats) ** 0.5) / 2))
-    self.net = nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                             nn.Linear(width, 10))
+    # Random init of a big layer costs more than loading its weights; Beam loads a state
+    # dict right after construction, so only `sized_model_path` asks for an initialized model.
+    linear = nn.Linear if initialize else (lambda *shape: torch.nn.utils.skip_init(nn.Linear, *shape))
+    self.net = nn.Sequential(linear(64, width), nn.ReLU(), linear(width, width), nn.ReLU(),
+                             linear(width, 10))
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.net(x)
@@ -122,7 +125,7 @@ def sized_model_path(megabytes: float, index: int) -> Path:
   if not path.exists():
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(index)
-    state = SizedModel(megabytes).state_dict()
+    state = SizedModel(megabytes, initialize=True).state_dict()
     # Write then rename: two processes asking at once never see half a file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)

@@ -37,8 +37,13 @@ def runner_options(runner: str = "direct", workers: int = 2, **extra) -> Pipelin
 def new_pipeline(runner: str = "direct", options: Optional[PipelineOptions] = None) -> beam.Pipeline:
   """A pipeline on `runner` (`interactive`: Beam's InteractiveRunner, as in the notebooks)."""
   if runner == "interactive":
+    from apache_beam.runners.interactive import interactive_environment
     from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
-    return beam.Pipeline(InteractiveRunner(), options=options)
+    pipeline = beam.Pipeline(InteractiveRunner(), options=options)
+    # The InteractiveRunner runs only pipelines it tracks; a notebook's globals are tracked
+    # for it, a pipeline made inside a function must be added (and evicted after the run).
+    interactive_environment.current_env().add_user_pipeline(pipeline)
+    return pipeline
   return beam.Pipeline(options=options or runner_options(runner))
 
 
