@@ -84,3 +84,69 @@ def accuracy(predictions: Iterable[tuple[int, int]], labels: Sequence[int]) -> f
   """Share of (id, predicted label) pairs that match `labels[id]`."""
   pairs = list(predictions)
   return sum(int(label == labels[i]) for i, label in pairs) / max(1, len(pairs))
+
+
+def agreement(a: dict, b: dict) -> float:
+  """Share of the ids both arms served on which they predict the same label (01, 06)."""
+  common = a.keys() & b.keys()
+  return sum(a[i] == b[i] for i in common) / max(1, len(common))
+
+
+def arm_table(arms: dict, labels: Sequence[int], ms_per_element: Optional[dict] = None):
+  """One row per arm (or ensemble member): elements served, accuracy, optional latency (01, 06)."""
+  import pandas as pd
+  rows = []
+  for name, predicted in arms.items():
+    row = {"arm": name, "elements": len(predicted), "accuracy": round(accuracy(predicted.items(), labels), 3)}
+    if ms_per_element is not None:
+      row["ms_per_element"] = round(ms_per_element.get(name, float("nan")), 3)
+    rows.append(row)
+  return pd.DataFrame(rows).set_index("arm")
+
+
+@lru_cache(maxsize=None)
+def _label_by_pixels(source: str) -> dict:
+  x, y = data.cohort(source, "test")
+  return {row.tobytes(): int(label) for row, label in zip(x, y)}
+
+
+def true_label(source: str, result: PredictionResult) -> int:
+  """The label of the digit a prediction was made for, found from its example (03).
+
+  `PredictionResult.example` is the model's input: Beam keeps it so outputs can be joined
+  back to inputs even when the key is needed for routing (keyed models).
+  """
+  return _label_by_pixels(source)[result.example.numpy().astype(np.float32).tobytes()]
+
+
+def digits_figure(rows: dict, n: int = 8):
+  """A grid of digits: one row per named [N, 64] array, `n` columns (02)."""
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0))
+  for r, (name, images) in enumerate(rows.items()):
+    for c in range(n):
+      ax = axes[r][c]
+      ax.imshow(np.asarray(images[c]).reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
+      ax.set_xticks([]), ax.set_yticks([])
+      ax.grid(False)
+    axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+  fig.tight_layout()
+  return fig
+
+
+def keyed_metrics_frame(result):
+  """Beam's per-cohort keyed-model metrics (DirectRunner result) as a DataFrame (03)."""
+  import pandas as pd
+  from apache_beam.metrics.metric import MetricsFilter
+  query = result.metrics().query(MetricsFilter().with_namespace("BeamML_KeyedModels"))
+  rows: dict = {}
+  for kind in ("counters", "distributions"):
+    for m in query[kind]:
+      name = m.key.metric.name
+      cohort, _, metric = name.rpartition("-_")
+      value = m.committed if m.committed is not None else m.attempted
+      cell = value if kind == "counters" else value.count
+      rows.setdefault(cohort or "(all)", {})[metric + ("" if kind == "counters" else " (count)")] = cell
+  frame = pd.DataFrame.from_dict(rows, orient="index").fillna(0).astype(int)
+  wanted = ["num_inferences", "load_model_latency_milli_secs (count)", "inference_batch_latency_micro_secs (count)"]
+  return frame[[c for c in wanted if c in frame]].sort_index()
