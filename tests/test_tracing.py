@@ -109,3 +109,21 @@ def test_interactive_runner_is_traced_without_metrics():
   assert report.beam_loads is None
   assert report.loads >= 3 and set(report.loads_by_key) == {"clean", "noisy", "rotated"}
   assert len(report.memory_frame()) > 0 and list(report.to_frame()["event"]).count("load") == report.loads
+
+
+def test_keyed_examples_draw_digits_independently_of_the_key_stream():
+  from mmkit import data
+  from mmkit.pipelines import keyed_examples
+  examples = keyed_examples(data.key_stream("uniform", data.SOURCES, 4000, seed=0), seed=0)
+  n_test = len(data.split_indices("test"))
+  for source in ("clean", "dimmed"):
+    indices = [i for k, i in examples if k == source]
+    # Every key sees digits from the whole test split, not one band of it.
+    assert min(indices) < n_test * 0.1 and max(indices) > n_test * 0.9
+
+
+def test_interactive_keyed_run_counts_outputs_without_metrics():
+  report = run_keyed(KeyedRun(models=3, hint=1, elements=90, stream="cycle", batch_size=9, runner="interactive"))
+  assert report.beam_loads is None
+  assert report.extra["elements_out"] == 90
+  assert report.loads == report.extra["simulated_loads"]
