@@ -1,4 +1,4 @@
-"""Execute notebooks in place and commit-clean them: outputs kept, counts and UI metadata stripped.
+"""Execute notebooks in place and commit-clean them: outputs kept, UI and editor metadata stripped.
 
     python tools/run_notebooks.py [notebooks/03_keyed_models.ipynb ...]   # default: all
 
@@ -22,15 +22,16 @@ KEEP_METADATA = ("kernelspec", "language_info")
 
 
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-  """Strips execution counts and UI/editor metadata, so diffs show only content and outputs."""
+  """Strips UI/editor metadata, so diffs show only content and outputs.
+
+  Execution counts stay: after a fresh top-to-bottom run they are 1, 2, 3, ... (a reader sees
+  the notebook ran in order), and nbval needs them to tell a run cell from an unrun one.
+  """
   nb.metadata = {k: v for k, v in nb.metadata.items() if k in KEEP_METADATA}
   for cell in nb.cells:
     cell.metadata = {k: v for k, v in cell.metadata.items() if k in ("tags",)}
     if cell.cell_type == "code":
-      cell.execution_count = None
       for out in cell.outputs:
-        if "execution_count" in out:
-          out.execution_count = None
         out.get("metadata", {}).pop("transient", None)
   return nb
 
