@@ -16,7 +16,7 @@ from mmkit.pipelines import GROUPINGS, RUNNERS, CountElements, keyed_examples, K
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer
 
-__all__ = ["KeyedRun", "model_handlers", "keyed_pipeline", "run_keyed", "predicted_loads"]
+__all__ = ["KeyedRun", "model_handlers", "keyed_pipeline", "run_keyed", "run_keyed_summary", "predicted_loads"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,11 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   report = tracer.report(result, **asdict(run), **predicted_loads(run), pipeline_end=pipeline_end)
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   return report
+
+
+def run_keyed_summary(run: KeyedRun) -> dict:
+  """`run_keyed(run).summary()`: what a sweep's fresh process sends back (plain data)."""
+  return run_keyed(run).summary()
 
 
 def predicted_loads(run: KeyedRun) -> dict:

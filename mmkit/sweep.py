@@ -21,8 +21,12 @@ COLUMNS = ["hint", "group", "models", "elements", "elements_out", "loads", "beam
 
 def sweep(models: int = 8, hints: Sequence[Optional[int]] = (1, 2, 4, 8), elements: int = 2000,
           stream: str = "zipf", model_mb: Optional[float] = None, batch_size: int = 32,
-          runner: str = "direct", seed: int = 0, group: str = "none", progress: bool = True) -> list[dict]:
-  """One traced keyed run per hint; returns one plain dict per run (the `--json` objects)."""
+          runner: str = "direct", seed: int = 0, group: str = "none", progress: bool = True,
+          isolate: bool = True) -> list[dict]:
+  """One traced keyed run per hint; returns one plain dict per run (the `--json` objects).
+
+  `isolate` runs each hint in a fresh process, so peak memory compares like with like.
+  """
   from tqdm.auto import tqdm
 
   from mmkit.experiment import KeyedRun, run_keyed
@@ -32,9 +36,24 @@ def sweep(models: int = 8, hints: Sequence[Optional[int]] = (1, 2, 4, 8), elemen
   bar = tqdm(runs, desc="sweep", unit="run", disable=not progress, file=sys.stderr)
   for run in bar:
     bar.set_postfix_str(f"hint={run.hint}")
-    report = run_keyed(run)
-    rows.append(report.summary())
+    rows.append(_summary_in_fresh_process(run) if isolate else run_keyed(run).summary())
   return rows
+
+
+def _summary_in_fresh_process(run) -> dict:
+  """Runs one keyed run in a new process, so no run measures memory or threads another left.
+
+  Beam keeps a server thread (and its memory) for every model ever loaded in a process, so
+  runs made one after another in the same process start from a higher baseline each time.
+  """
+  import multiprocessing
+  from concurrent.futures import ProcessPoolExecutor
+
+  from mmkit.experiment import run_keyed_summary
+  from mmkit.notebook import quiet_logging
+  with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                           initializer=quiet_logging) as pool:
+    return pool.submit(run_keyed_summary, run).result()
 
 
 def format_table(rows: list[dict]) -> str:
