@@ -10,31 +10,35 @@ __all__ = ["sweep_figure", "memory_timeline_figure"]
 LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR = "#1f77b4", "#d62728", "#2ca02c"
 
 
-def sweep_figure(rows: Sequence[dict], title: Optional[str] = None):
-  """Bars: model loads per hint (Beam's count as dots); line: peak memory of the process tree."""
+def sweep_figure(rows: Sequence[dict], grouped_loads: Optional[Sequence[int]] = None, title: Optional[str] = None):
+  """Left: model loads per hint (measured, Beam's count, simulated, optimal, grouped); right: peak memory."""
   hints = [str(r["hint"]) if r["hint"] is not None else "none" for r in rows]
-  fig, ax = plt.subplots(figsize=(6.4, 3.6))
-  bars = ax.bar(hints, [r["loads"] for r in rows], color=LOAD_COLOR, alpha=0.8, label="model loads (mmkit trace)")
+  fig, (ax, mem) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+  bars = ax.bar(hints, [r["loads"] for r in rows], color=LOAD_COLOR, alpha=0.75, label="measured (mmkit trace)")
   ax.bar_label(bars, padding=2, fontsize=8)
   beam = [(h, r["beam_loads"]) for h, r in zip(hints, rows) if r.get("beam_loads") is not None]
   if beam:
-    ax.plot(*zip(*beam), "k.", markersize=9, label="model loads (Beam metrics)")
-  models = rows[0].get("models")
-  if models:
-    ax.axhline(models, color="gray", linestyle=":", linewidth=1, label=f"{models} models: each loaded once")
+    ax.plot(*zip(*beam), "k_", markersize=22, markeredgewidth=2, label="Beam's own count")
+  if all("simulated_loads" in r for r in rows):
+    ax.plot(hints, [r["simulated_loads"] for r in rows], "x", color="#ff7f0e", markersize=9,
+            markeredgewidth=2, label="simulated LRU")
+    ax.plot(hints, [r["optimal_loads"] for r in rows], "s--", color="#7f7f7f", label="optimal (Belady)")
+  if grouped_loads is not None and rows[0].get("group", "none") == "none":
+    ax.plot(hints, grouped_loads, "^:", color=RELEASE_COLOR, label="with GroupByKey (simulated)")
   ax.set_xlabel("max_models_per_worker_hint")
-  ax.set_ylabel("model loads (swaps + first loads)")
-  ax.set_ylim(0, max(r["loads"] for r in rows) * 1.18 + 1)
-  mem = ax.twinx()
-  mem.plot(hints, [r["peak_rss_mb"] for r in rows], "o-", color=MEMORY_COLOR, label="peak memory")
-  mem.set_ylabel("peak memory of process tree (MB)", color=MEMORY_COLOR)
-  mem.tick_params(axis="y", colors=MEMORY_COLOR)
-  mem.set_ylim(0, max(r["peak_rss_mb"] for r in rows) * 1.15)
-  lines = ax.get_legend_handles_labels()[0] + mem.get_legend_handles_labels()[0]
-  ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="upper right", framealpha=0.9)
+  ax.set_ylabel("model loads")
+  ax.set_ylim(0, max(r["loads"] for r in rows) * 1.15 + 1)
+  ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
   first = rows[0]
-  ax.set_title(title or f"{first.get('models')} models, {first.get('elements')} elements, "
-               f"stream={first.get('stream')}, batch={first.get('batch_size')}", fontsize=10)
+  ax.set_title(title or f"{first.get('models')} models, {first.get('elements')} elements, stream={first.get('stream')}, "
+               f"batch={first.get('batch_size')}, group={first.get('group', 'none')}", fontsize=10)
+  mem.bar(hints, [r["peak_rss_mb"] for r in rows], color=MEMORY_COLOR, alpha=0.75)
+  mem.bar_label(mem.containers[0], fmt="%.0f", padding=2, fontsize=8)
+  mem.set_xlabel("max_models_per_worker_hint")
+  mem.set_ylabel("peak memory, process tree (MB)")
+  mem.set_ylim(0, max(r["peak_rss_mb"] for r in rows) * 1.15)
+  size = f"{first['model_mb']:g} MB models" if first.get("model_mb") else "shipped models"
+  mem.set_title(f"Peak memory ({size})", fontsize=10)
   fig.tight_layout()
   return fig
 

@@ -1,7 +1,8 @@
 """The main job: run the keyed pipeline once per `max_models_per_worker_hint` (`python -m mmkit sweep`).
 
 Prints a table (or `--json`: one object per run) of loads, Beam's own load count,
-releases, peak memory and time; `--out DIR` also writes `sweep.csv` and `sweep.png`.
+releases, peak memory and time; `--out DIR` also writes `sweep.csv`, `sweep.png` (loads
+and memory against the hint) and `timeline.png` (memory over one run, loads and releases marked).
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ COLUMNS = ["hint", "group", "models", "elements", "elements_out", "loads", "beam
            "simulated_loads", "optimal_loads", "releases", "peak_rss_mb", "seconds"]
 
 
-def sweep(models: int = 8, hints: Sequence[Optional[int]] = (1, 2, 4, 8), elements: int = 2000,
-          stream: str = "zipf", model_mb: Optional[float] = None, batch_size: int = 32,
-          runner: str = "direct", seed: int = 0, group: str = "none", progress: bool = True,
-          isolate: bool = True) -> list[dict]:
-  """One traced keyed run per hint; returns one plain dict per run (the `--json` objects).
+def sweep_reports(models: int = 8, hints: Sequence[Optional[int]] = (1, 2, 4, 8), elements: int = 2000,
+                  stream: str = "zipf", model_mb: Optional[float] = None, batch_size: int = 32,
+                  runner: str = "direct", seed: int = 0, group: str = "none", progress: bool = True,
+                  isolate: bool = True) -> list:
+  """One traced keyed run per hint; returns their RunReports (timelines included).
 
   `isolate` runs each hint in a fresh process, so peak memory compares like with like.
   """
@@ -32,15 +33,20 @@ def sweep(models: int = 8, hints: Sequence[Optional[int]] = (1, 2, 4, 8), elemen
   from mmkit.experiment import KeyedRun, run_keyed
   runs = [KeyedRun(models, hint, elements, stream, model_mb, batch_size, runner, seed, group).validate()
           for hint in hints]
-  rows = []
+  reports = []
   bar = tqdm(runs, desc="sweep", unit="run", disable=not progress, file=sys.stderr)
   for run in bar:
     bar.set_postfix_str(f"hint={run.hint}")
-    rows.append(_summary_in_fresh_process(run) if isolate else run_keyed(run).summary())
-  return rows
+    reports.append(_run_in_fresh_process(run) if isolate else run_keyed(run))
+  return reports
 
 
-def _summary_in_fresh_process(run) -> dict:
+def sweep(*args, **kwargs) -> list[dict]:
+  """`sweep_reports` as plain dicts, one per hint: the `--json` objects (taught in 04_memory)."""
+  return [report.summary() for report in sweep_reports(*args, **kwargs)]
+
+
+def _run_in_fresh_process(run):
   """Runs one keyed run in a new process, so no run measures memory or threads another left.
 
   Beam keeps a server thread (and its memory) for every model ever loaded in a process, so
@@ -49,11 +55,11 @@ def _summary_in_fresh_process(run) -> dict:
   import multiprocessing
   from concurrent.futures import ProcessPoolExecutor
 
-  from mmkit.experiment import run_keyed_summary
+  from mmkit.experiment import run_keyed
   from mmkit.notebook import quiet_logging
   with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                            initializer=quiet_logging) as pool:
-    return pool.submit(run_keyed_summary, run).result()
+    return pool.submit(run_keyed, run).result()
 
 
 def format_table(rows: list[dict]) -> str:
@@ -63,19 +69,32 @@ def format_table(rows: list[dict]) -> str:
   return frame[[c for c in COLUMNS if c in frame]].to_string(index=False)
 
 
-def write_outputs(rows: list[dict], out_dir: str) -> list[str]:
-  """Writes sweep.csv and sweep.png to `out_dir`; returns their paths."""
+def write_outputs(reports: list, out_dir: str) -> list[str]:
+  """Writes sweep.csv, sweep.png (loads and memory per hint) and timeline.png (one run) to `out_dir`."""
   import pandas as pd
 
   from mmkit import plots
   os.makedirs(out_dir, exist_ok=True)
-  csv_path, png_path = os.path.join(out_dir, "sweep.csv"), os.path.join(out_dir, "sweep.png")
+  rows = [r.summary() for r in reports]
+  paths = [os.path.join(out_dir, name) for name in ("sweep.csv", "sweep.png", "timeline.png")]
   frame = pd.DataFrame(rows)
   frame["loads_by_key"] = frame["loads_by_key"].map(json.dumps)
-  frame.drop(columns=[c for c in ("releases_by_key",) if c in frame]).to_csv(csv_path, index=False)
-  fig = plots.sweep_figure(rows)
-  fig.savefig(png_path, dpi=100, bbox_inches="tight")
-  return [csv_path, png_path]
+  frame.drop(columns=[c for c in ("releases_by_key",) if c in frame]).to_csv(paths[0], index=False)
+  plots.sweep_figure(rows, grouped_loads(reports)).savefig(paths[1], dpi=100, bbox_inches="tight")
+  # The timeline of the first run that swaps: the one worth looking at.
+  swapping = [r for r in reports if r.loads > r.extra["models"]] or reports
+  plots.memory_timeline_figure(swapping[0]).savefig(paths[2], dpi=100, bbox_inches="tight")
+  return paths
+
+
+def grouped_loads(reports: list) -> list[int]:
+  """Loads each run would need with a GroupByKey before inference (simulated)."""
+  from dataclasses import replace
+
+  from mmkit.experiment import KeyedRun, predicted_loads
+  fields = KeyedRun.__dataclass_fields__
+  return [predicted_loads(replace(KeyedRun(**{k: r.extra[k] for k in fields}), group="gbk"))["simulated_loads"]
+          for r in reports]
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -104,11 +123,12 @@ def run_command(args, parser) -> int:
   if problem:
     parser.exit(2, f"python -m mmkit sweep: error: {problem}\n")
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
-  rows = sweep(args.models, args.hints, args.elements, args.stream, args.model_mb, args.batch_size,
-               args.runner, args.seed, args.group, progress=not args.no_progress)
+  reports = sweep_reports(args.models, args.hints, args.elements, args.stream, args.model_mb, args.batch_size,
+                          args.runner, args.seed, args.group, progress=not args.no_progress)
+  rows = [r.summary() for r in reports]
   print(json.dumps(rows, indent=1) if args.json else format_table(rows))
   if args.out:
-    for path in write_outputs(rows, args.out):
+    for path in write_outputs(reports, args.out):
       print(f"wrote {path}", file=sys.stderr)
   return 0
 

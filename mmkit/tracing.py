@@ -285,7 +285,8 @@ class RunReport:
     """Plain data, ready for JSON."""
     return {"loads": self.loads, "beam_loads": self.beam_loads, "releases": self.releases,
             "peak_rss_mb": round(self.peak_rss_mb, 1), "seconds": round(self.seconds, 3),
-            "loads_by_key": self.loads_by_key, "releases_by_key": self.releases_by_key, **self.extra}
+            "loads_by_key": self.loads_by_key, "releases_by_key": self.releases_by_key,
+            **{k: v for k, v in self.extra.items() if k != "pipeline_end"}}
 
   def to_frame(self):
     """Load and release events as a pandas DataFrame, `t` in seconds from the run's start."""

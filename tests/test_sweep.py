@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mmkit.sweep import format_table, sweep, write_outputs
+from mmkit.sweep import format_table, sweep, sweep_reports, write_outputs
 
 
 def _cli(*args, timeout=300):
@@ -53,11 +53,13 @@ def test_group_by_key_stops_the_swaps():
   assert rows[0]["simulated_loads"] == 4
 
 
-def test_out_writes_csv_and_png(tmp_path):
-  rows = sweep(models=3, hints=[1, 3], elements=120, stream="cycle", batch_size=8, progress=False)
-  paths = write_outputs(rows, str(tmp_path))
-  csv, png = paths
-  assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(png) > 10_000
+def test_out_writes_csv_and_pngs(tmp_path):
+  reports = sweep_reports(models=3, hints=[1, 3], elements=120, stream="cycle", batch_size=8, progress=False,
+                          isolate=False)
+  rows = [r.summary() for r in reports]
+  csv, *pngs = write_outputs(reports, str(tmp_path))
+  for png in pngs:
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(png) > 10_000
   lines = open(csv).read().splitlines()
   assert len(lines) == 3 and "beam_loads" in lines[0]
   table = format_table(rows)
