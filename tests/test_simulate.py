@@ -68,3 +68,20 @@ def test_bad_capacity_and_batch_size_are_rejected_with_a_clear_message(bad):
     simulate_lru(["a"], bad)
   with pytest.raises(ValueError, match="batch_size"):
     model_accesses(["a"], bad)
+
+
+@pytest.mark.parametrize("stream,hint,group", [
+    ("uniform", 2, "none"), ("zipf", 3, "none"), ("cycle", 4, "none"), ("sorted", 1, "none"),
+    ("cycle", 2, "gbk"), ("zipf", 2, "batches"), ("uniform", None, "none"),
+])
+def test_simulation_equals_a_real_beam_run(stream, hint, group):
+  from mmkit.experiment import KeyedRun, run_keyed
+  report = run_keyed(KeyedRun(models=5, hint=hint, elements=300, stream=stream, batch_size=12, group=group))
+  assert report.extra["elements_out"] == 300
+  assert report.loads == report.extra["simulated_loads"]
+  assert report.extra["optimal_loads"] <= report.loads
+  # Per model too, not only in total.
+  from mmkit import data
+  from mmkit.pipelines import model_keys
+  accesses = model_accesses(data.key_stream(stream, model_keys(5), 300), 12, group=group)
+  assert simulate_lru(accesses, hint).loads_by_model == report.loads_by_key
