@@ -23,7 +23,8 @@ def arrival_batches(stream: Sequence[Hashable], batch_size: int, group: str = "n
 
   `none`: consecutive slices of the stream. `gbk`: a GroupByKey makes each key's elements
   contiguous (key order is the runner's; it does not change the counts). `batches`:
-  GroupIntoBatches emits a key's batch when it fills, the rest when the input ends.
+  GroupIntoBatches emits a key's batch when it fills, the rest when the input ends (in the
+  runner's order, which this cannot know: up to one load per model may differ there).
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
