@@ -79,7 +79,9 @@ def keyed_pipeline(run: KeyedRun, handlers: dict, options: Optional[PipelineOpti
   examples = keyed_examples(data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed)
   pipeline = new_pipeline(run.runner, options)
   _ = (pipeline
-       | "Examples" >> beam.Create(examples, reshuffle=False)  # keep stream order: swaps depend on it
+       # Keep the stream's order: swaps depend on it. (With several worker processes this sends
+       # the one bundle to one worker; reshuffling spreads it but ran 8x slower here: docs/runners.md.)
+       | "Examples" >> beam.Create(examples, reshuffle=False)
        | "Infer" >> KeyedInference(keyed_handler(handlers, run.hint, run.batch_size), run.group)
        | "CountOut" >> beam.ParDo(CountElements("elements_out", log_dir)))
   return pipeline

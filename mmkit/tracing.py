@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
@@ -154,6 +155,7 @@ class MemorySampler:
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
     self._root = psutil.Process()
+    self._roles: dict[int, str] = {}
 
   def sample_once(self) -> None:
     now = time.time()
@@ -167,8 +169,19 @@ class MemorySampler:
         rss = proc.memory_info().rss / MB
       except psutil.Error:
         continue
-      role = "main" if proc.pid == self._root.pid else "child"
-      self.samples.append({"t": now, "pid": proc.pid, "rss_mb": rss, "role": role})
+      self.samples.append({"t": now, "pid": proc.pid, "rss_mb": rss, "role": self._role(proc)})
+
+  def _role(self, proc: psutil.Process) -> str:
+    """main, worker (a Beam SDK worker process), or child (anything else), cached per pid."""
+    if proc.pid not in self._roles:
+      try:
+        cmd = proc.cmdline()
+      except psutil.Error:
+        cmd = []
+      # A worker is the python process running Beam's SDK harness (not the shell that starts it).
+      is_worker = bool(cmd) and "python" in cmd[0] and any("sdk_worker" in part for part in cmd)
+      self._roles[proc.pid] = "main" if proc.pid == self._root.pid else "worker" if is_worker else "child"
+    return self._roles[proc.pid]
 
   def _loop(self) -> None:
     while not self._stop.is_set():
@@ -281,12 +294,34 @@ class RunReport:
   def pids(self) -> list[int]:
     return sorted({e["pid"] for e in self.events})
 
+  def workers(self) -> dict[str, dict]:
+    """Per worker process (Beam SDK workers; the pipeline's own process if it loaded models).
+
+    `max_models_per_worker_hint` is a limit per worker process: each counts its own loads.
+    """
+    peaks: dict[int, float] = {}
+    roles: dict[int, str] = {}
+    for sample in self.samples:
+      peaks[sample["pid"]] = max(peaks.get(sample["pid"], 0.0), sample["rss_mb"])
+      roles[sample["pid"]] = sample["role"]
+    loads, releases = defaultdict(int), defaultdict(int)
+    for e in self.events:
+      if e["event"] == "load":
+        loads[e["pid"]] += 1
+      elif e["event"] == "release":
+        releases[e["pid"]] += 1
+    pids = sorted({p for p, r in roles.items() if r == "worker"} | set(loads))
+    return {str(pid): {"role": roles.get(pid, "child"), "loads": loads[pid], "releases": releases[pid],
+                       "peak_rss_mb": round(peaks.get(pid, 0.0), 1)} for pid in pids}
+
   def summary(self) -> dict:
-    """Plain data, ready for JSON."""
+    """Plain data, ready for JSON (`workers` only where Beam ran worker processes)."""
+    workers = self.workers()
+    extra = {"workers": workers} if any(w["role"] == "worker" for w in workers.values()) else {}
     return {"loads": self.loads, "beam_loads": self.beam_loads, "releases": self.releases,
             "peak_rss_mb": round(self.peak_rss_mb, 1), "seconds": round(self.seconds, 3),
             "loads_by_key": self.loads_by_key, "releases_by_key": self.releases_by_key,
-            **{k: v for k, v in self.extra.items() if k != "pipeline_end"}}
+            **{k: v for k, v in self.extra.items() if k != "pipeline_end"}, **extra}
 
   def to_frame(self):
     """Load and release events as a pandas DataFrame, `t` in seconds from the run's start."""

@@ -127,3 +127,15 @@ def test_interactive_keyed_run_counts_outputs_without_metrics():
   assert report.beam_loads is None
   assert report.extra["elements_out"] == 90
   assert report.loads == report.extra["simulated_loads"]
+
+
+def test_multiprocess_runs_attribute_loads_and_memory_to_each_worker():
+  report = run_keyed(KeyedRun(models=3, hint=1, elements=60, stream="cycle", batch_size=6, runner="multiprocess"))
+  summary = report.summary()
+  workers = summary["workers"]
+  assert summary["elements_out"] == 60
+  assert sum(1 for w in workers.values() if w["role"] == "worker") >= 2  # --direct_num_workers=2
+  assert sum(w["loads"] for w in workers.values()) == report.loads
+  # Loads happen in worker processes, never in the pipeline's own process.
+  import os
+  assert str(os.getpid()) not in workers and all(w["peak_rss_mb"] > 50 for w in workers.values())
