@@ -78,7 +78,9 @@ def write_outputs(reports: list, out_dir: str) -> list[str]:
   rows = [r.summary() for r in reports]
   paths = [os.path.join(out_dir, name) for name in ("sweep.csv", "sweep.png", "timeline.png")]
   frame = pd.DataFrame(rows)
-  frame["loads_by_key"] = frame["loads_by_key"].map(json.dumps)
+  for column in ("loads_by_key", "workers"):
+    if column in frame:
+      frame[column] = frame[column].map(json.dumps)
   frame.drop(columns=[c for c in ("releases_by_key",) if c in frame]).to_csv(paths[0], index=False)
   plots.sweep_figure(rows, grouped_loads(reports)).savefig(paths[1], dpi=100, bbox_inches="tight")
   # The timeline of the first run that swaps: the one worth looking at.
