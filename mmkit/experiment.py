@@ -15,6 +15,7 @@ from mmkit.keyed import keyed_handler, release_resident_models
 from mmkit.pipelines import GROUPINGS, RUNNERS, CountElements, keyed_examples, KeyedInference, model_keys, new_pipeline, source_of
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer
+from mmkit.validate import check_state_dict
 
 __all__ = ["KeyedRun", "model_handlers", "keyed_pipeline", "run_keyed", "run_keyed_summary", "predicted_loads"]
 
@@ -64,6 +65,7 @@ def model_handlers(n_models: int, model_mb: Optional[float] = None) -> dict[str,
     if model_mb is None:
       cls, params = models.model_spec(f"specialist_{source_of(key)}")
       path = models.model_path(f"specialist_{source_of(key)}")
+      check_state_dict(str(path), cls, params)
     else:
       cls, params = models.SizedModel, {"megabytes": model_mb}
       path = models.sized_model_path(model_mb, index)
@@ -82,7 +84,7 @@ def keyed_pipeline(run: KeyedRun, handlers: dict, options: Optional[PipelineOpti
        # Keep the stream's order: swaps depend on it. (With several worker processes this sends
        # the one bundle to one worker; reshuffling spreads it but ran 8x slower here: docs/runners.md.)
        | "Examples" >> beam.Create(examples, reshuffle=False)
-       | "Infer" >> KeyedInference(keyed_handler(handlers, run.hint, run.batch_size), run.group)
+       | "Infer" >> KeyedInference(keyed_handler(handlers, run.hint, run.batch_size), run.group, log_dir)
        | "CountOut" >> beam.ParDo(CountElements("elements_out", log_dir)))
   return pipeline
 
@@ -105,6 +107,7 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
     gc.collect()
   report = tracer.report(result, **asdict(run), **predicted_loads(run), pipeline_end=pipeline_end)
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
+  report.extra["dead_letters"] = report.counts.get("dead_letters", 0)
   return report
 
 

@@ -28,9 +28,13 @@ class FixedBatchKeyedModelHandler(KeyedModelHandler):
 
   def __init__(self, mappings: Sequence[KeyModelMapping], max_models_per_worker_hint: Optional[int] = None,
                batch_size: Optional[int] = None):
+    from mmkit.validate import SetupError, check_hint, check_mappings
+    check_mappings(mappings)  # before Beam's own checks, whose messages name no fix
+    check_hint(max_models_per_worker_hint, len(mappings))
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+      raise SetupError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
     super().__init__(list(mappings), max_models_per_worker_hint=max_models_per_worker_hint)
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-      raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    self.keys = [key for mapping in mappings for key in mapping.keys]
     self.batch_size = batch_size
     self._prebatched = False
 

@@ -24,7 +24,9 @@ __all__ = ["shipped_handler", "keyed_by_id", "digit_ids", "ToTensor", "in_share"
 
 def shipped_handler(name: str) -> PytorchModelHandlerTensor:
   """Beam's PyTorch handler for a model shipped in data/models (01, 02, 03, 06)."""
+  from mmkit.validate import check_state_dict
   cls, params = models.model_spec(name)
+  check_state_dict(str(models.model_path(name)), cls, params)
   return PytorchModelHandlerTensor(state_dict_path=str(models.model_path(name)), model_class=cls,
                                    model_params=params, device="CPU")
 

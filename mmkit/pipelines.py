@@ -18,7 +18,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from mmkit import data
 
 __all__ = ["RUNNERS", "runner_options", "new_pipeline", "source_of", "model_keys", "keyed_examples",
-           "ToKeyedTensor", "CountElements", "GROUPINGS", "KeyedInference"]
+           "ToKeyedTensor", "CountElements", "GROUPINGS", "KeyedInference",
+           "keyed_inference_with_dead_letters"]
 
 RUNNERS = ("direct", "multiprocess", "interactive")
 
@@ -116,23 +117,52 @@ def _ungroup(key_values):
   return [(key, value) for value in values]
 
 
-@beam.ptransform_fn
-def KeyedInference(examples: beam.PCollection, handler, group: str = "none") -> beam.PCollection:
-  """(key, index) pairs -> (key, PredictionResult) through a keyed `handler`.
+class ToKeyedTensorOrPass(ToKeyedTensor):
+  """Like ToKeyedTensor, but (key, tensor) elements pass through unchanged."""
+
+  def process(self, element):
+    key, example = element
+    if isinstance(example, torch.Tensor):
+      yield element
+    else:
+      yield from super().process(element)
+
+
+def keyed_inference_with_dead_letters(examples: beam.PCollection, handler, group: str = "none",
+                                      log_dir: Optional[str] = None):
+  """(key, index or tensor) -> ((key, PredictionResult), DeadLetters), through a keyed `handler`.
 
   `group` decides what reaches the model manager together: `none`, the stream as it comes;
   `gbk`, a GroupByKey first, so one key's elements arrive together; `batches`,
   GroupIntoBatches per key, so every batch holds one key and is served by one model.
+  Elements with no model for their key, or a tensor of the wrong shape, become DeadLetters
+  (counted as `dead_letters` in a traced run) and the rest are served.
   """
   from apache_beam.ml.inference.base import RunInference
+
+  from mmkit.deadletter import DEAD_LETTERS, RouteByModel
   if group not in GROUPINGS:
     raise ValueError(f"unknown group {group!r}: use one of {', '.join(GROUPINGS)}.")
-  tensors = examples | "ToTensor" >> beam.ParDo(ToKeyedTensor())
+  keys = handler.keys
+  by_key = examples | "RouteByKey" >> beam.ParDo(RouteByModel(keys)).with_outputs(DEAD_LETTERS, main="ok")
+  tensors = by_key.ok | "ToTensor" >> beam.ParDo(ToKeyedTensorOrPass())
+  by_shape = tensors | "RouteByShape" >> beam.ParDo(RouteByModel(keys, (64,))).with_outputs(DEAD_LETTERS, main="ok")
+  dead = ((by_key[DEAD_LETTERS], by_shape[DEAD_LETTERS]) | "DeadLetters" >> beam.Flatten()
+          | "CountDead" >> beam.ParDo(CountElements(DEAD_LETTERS, log_dir)))
+  tensors = by_shape.ok
   if group == "gbk":
     tensors = tensors | "GroupByKey" >> beam.GroupByKey() | "Ungroup" >> beam.FlatMap(_ungroup)
   elif group == "batches":
     batch_size = getattr(handler, "batch_size", None) or 32
     batches = (tensors | "GroupIntoBatches" >> beam.GroupIntoBatches(batch_size)
                | "ToBatch" >> beam.Map(_ungroup))
-    return batches | "RunInference" >> RunInference(handler.prebatched())
-  return tensors | "RunInference" >> RunInference(handler)
+    return batches | "RunInference" >> RunInference(handler.prebatched()), dead
+  return tensors | "RunInference" >> RunInference(handler), dead
+
+
+@beam.ptransform_fn
+def KeyedInference(examples: beam.PCollection, handler, group: str = "none",
+                   log_dir: Optional[str] = None) -> beam.PCollection:
+  """`keyed_inference_with_dead_letters`, predictions only (dead letters are still counted)."""
+  predictions, _ = keyed_inference_with_dead_letters(examples, handler, group, log_dir)
+  return predictions

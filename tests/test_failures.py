@@ -1,0 +1,84 @@
+"""Bad input: clear errors up front, and nothing lost at run time."""
+import apache_beam as beam
+import pytest
+import torch
+from apache_beam.ml.inference.base import KeyModelMapping
+from apache_beam.testing.util import assert_that, equal_to
+
+from mmkit import models
+from mmkit.experiment import model_handlers
+from mmkit.keyed import FixedBatchKeyedModelHandler, keyed_handler
+from mmkit.pipelines import CountElements, keyed_inference_with_dead_letters
+from mmkit.tracing import Tracer
+from mmkit.validate import SetupError, check_input_shape, check_state_dict
+
+
+def test_missing_model_file_names_the_path_and_the_fix(tmp_path):
+  with pytest.raises(SetupError, match=r"does not exist.*python -m mmkit.train"):
+    check_state_dict(str(tmp_path / "nope.pt"), models.MLPClassifier)
+
+
+def test_a_file_that_is_not_a_state_dict_is_named(tmp_path):
+  path = tmp_path / "junk.pt"
+  path.write_bytes(b"this is not a checkpoint")
+  with pytest.raises(SetupError, match="not a torch state dict"):
+    check_state_dict(str(path), models.MLPClassifier)
+
+
+def test_a_whole_pickled_model_is_not_a_state_dict(tmp_path):
+  path = tmp_path / "model.pt"
+  torch.save([1, 2, 3], path)
+  with pytest.raises(SetupError, match="not a state dict"):
+    check_state_dict(str(path), models.MLPClassifier)
+
+
+def test_a_state_dict_for_another_model_class_says_which_class_and_what_differs():
+  with pytest.raises(SetupError, match=r"does not fit ConvClassifier.*Missing key|does not fit ConvClassifier.*Unexpected"):
+    check_state_dict(str(models.model_path("ab_mlp")), models.ConvClassifier, {"channels": 16})
+  with pytest.raises(SetupError, match="size mismatch"):
+    check_state_dict(str(models.model_path("general")), models.MLPClassifier, {"hidden": 32})
+
+
+def test_mapping_errors_come_from_the_kit_with_a_fix():
+  mh = model_handlers(1)["clean"]
+  with pytest.raises(SetupError, match="empty key list"):
+    FixedBatchKeyedModelHandler([KeyModelMapping([], mh)])
+  with pytest.raises(SetupError, match=r"'clean' is mapped to two models.*remove it"):
+    FixedBatchKeyedModelHandler([KeyModelMapping(["clean"], mh), KeyModelMapping(["noisy", "clean"], mh)])
+
+
+@pytest.mark.parametrize("hint,message", [(0, ">= 1"), (-2, ">= 1"), (1.5, "whole number"), ("2", "whole number")])
+def test_bad_hints_are_refused(hint, message):
+  with pytest.raises(SetupError, match=message):
+    keyed_handler(model_handlers(2), hint=hint)
+
+
+def test_a_hint_above_the_number_of_models_only_warns():
+  with pytest.warns(UserWarning, match="changes nothing"):
+    handler = keyed_handler(model_handlers(2), hint=5)
+  assert handler.keys == ["clean", "noisy"]
+
+
+def test_mismatched_input_shape_is_found_before_running():
+  with pytest.raises(SetupError, match=r"shape \(28, 28\) do not fit MLPClassifier.*Reshape"):
+    check_input_shape(models.load_model("general"), (28, 28))
+  check_input_shape(models.load_model("general"), (64,))  # the right shape passes
+
+
+def test_unknown_keys_and_bad_tensors_become_dead_letters_and_the_rest_is_served():
+  good = [("clean", i) for i in range(10)] + [("noisy", i) for i in range(5)]
+  unknown = [("thermal", 1), ("thermal", 2)]
+  bad_shape = [("clean", torch.zeros(28, 28))]
+  with Tracer() as tracer:
+    with beam.Pipeline() as p:
+      examples = p | beam.Create(good + unknown + bad_shape, reshuffle=False)
+      handler = keyed_handler(model_handlers(2), hint=1, batch_size=4)
+      predictions, dead = keyed_inference_with_dead_letters(examples, handler, log_dir=tracer.log_dir)
+      _ = predictions | beam.ParDo(CountElements("elements_out", tracer.log_dir))
+      assert_that(predictions | beam.Map(lambda kv: kv[0]), equal_to([k for k, _ in good]), label="served")
+      reasons = dead | beam.Map(lambda d: (d.key, d.reason.split(" (known")[0].split(" does not")[0]))
+      assert_that(reasons, equal_to([("thermal", "no model for key 'thermal'")] * 2
+                                    + [("clean", "example shape (28, 28)")]), label="dead")
+  counts = tracer.report().counts
+  assert counts["elements_out"] + counts["dead_letters"] == len(good + unknown + bad_shape)
+  assert counts["dead_letters"] == 3
