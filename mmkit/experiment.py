@@ -17,7 +17,8 @@ from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer
 from mmkit.validate import check_state_dict
 
-__all__ = ["KeyedRun", "model_handlers", "keyed_pipeline", "run_keyed", "run_keyed_summary", "predicted_loads"]
+__all__ = ["KeyedRun", "model_handlers", "keyed_pipeline", "run_keyed", "run_keyed_summary", "predicted_loads",
+           "stop_worker_processes"]
 
 
 @dataclass(frozen=True)
@@ -93,22 +94,54 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   """Runs the keyed pipeline once under a Tracer; the report's `extra` holds the run's settings."""
   run.validate()
   handlers = model_handlers(run.models, run.model_mb)  # made before tracing: sized models are built once
-  with Tracer() as tracer:
-    pipeline = keyed_pipeline(run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, options,
-                              tracer.log_dir)
-    result = pipeline.run()
-    result.wait_until_finish()
-    pipeline_end = time.time()
-    if run.runner == "interactive":
+  tracer, pipeline = Tracer(), None
+  children_before = _child_pids()
+  try:
+    with tracer:
+      pipeline = keyed_pipeline(run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, options,
+                                tracer.log_dir)
+      result = pipeline.run()
+      result.wait_until_finish()
+      pipeline_end = time.time()
+      # Models still resident when the pipeline ends are freed here, so their releases count.
+      release_resident_models()
+  except BaseException as error:
+    # Interrupted (a reader pressing stop) or failed: free what Beam holds and end its worker
+    # processes, so the next run in this kernel starts clean.
+    release_resident_models()
+    stop_worker_processes(exclude=children_before)
+    tracer.close()
+    if isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error):
+      raise KeyboardInterrupt("run interrupted") from error  # Beam wraps the interrupt: unwrap it
+    raise
+  finally:
+    if run.runner == "interactive" and pipeline is not None:
       from apache_beam.runners.interactive import interactive_environment
       interactive_environment.current_env().evict_tracked_pipelines(pipeline)
-    # Models still resident when the pipeline ends are freed here, so their releases count.
-    release_resident_models()
-    gc.collect()
   report = tracer.report(result, **asdict(run), **predicted_loads(run), pipeline_end=pipeline_end)
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   report.extra["dead_letters"] = report.counts.get("dead_letters", 0)
   return report
+
+
+def _child_pids() -> set:
+  import psutil
+  return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def stop_worker_processes(exclude: frozenset = frozenset(), timeout: float = 5.0) -> int:
+  """Ends the child processes a run started (Beam's SDK workers, model servers); returns how many."""
+  import psutil
+  children = [p for p in psutil.Process().children(recursive=True) if p.pid not in exclude]
+  for child in children:
+    try:
+      child.terminate()
+    except psutil.Error:
+      pass
+  _, alive = psutil.wait_procs(children, timeout=timeout)
+  for child in alive:
+    child.kill()
+  return len(children)
 
 
 def run_keyed_summary(run: KeyedRun) -> dict:

@@ -56,3 +56,27 @@ def test_release_frees_what_a_run_left_resident():
   report = tracer.report()
   assert sum(e["event"] == "release" for e in resident_before) == 0  # Beam kept all three
   assert freed == 3 and report.releases == 3
+
+
+def _interrupt_after(seconds):
+  import _thread
+  timer = threading.Timer(seconds, _thread.interrupt_main)
+  timer.start()
+  return timer
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("runner", ["direct"])  # multiprocess: see docs/runners.md
+def test_an_interrupted_run_leaves_the_kernel_usable_and_no_processes_behind(runner):
+  me = psutil.Process()
+  children_before = {p.pid for p in me.children(recursive=True)}
+  slow = KeyedRun(models=4, hint=1, elements=20000, stream="cycle", batch_size=1, runner=runner)
+  timer = _interrupt_after(4.0)  # what Jupyter's stop button does: SIGINT to the kernel
+  with pytest.raises(KeyboardInterrupt):
+    run_keyed(slow)
+  timer.cancel()
+  assert {p.pid for p in me.children(recursive=True)} <= children_before
+  report = run_keyed(KeyedRun(models=3, hint=1, elements=30, stream="cycle", batch_size=3))
+  assert report.extra["elements_out"] == 30 and report.loads == report.extra["simulated_loads"]
