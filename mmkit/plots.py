@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
 
-__all__ = ["sweep_figure", "memory_timeline_figure"]
+__all__ = ["sweep_figure", "memory_timeline_figure", "workers_figure"]
 
 LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR = "#1f77b4", "#d62728", "#2ca02c"
 
@@ -68,5 +68,29 @@ def memory_timeline_figure(report, ax=None, title: Optional[str] = None):
   hint = report.extra.get("hint")
   ax.set_title(title or f"hint={hint}: {report.loads} loads, {report.releases} releases, "
                f"peak {report.peak_rss_mb:.0f} MB", fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def workers_figure(report, title: Optional[str] = None):
+  """Memory of each process over a run (main and Beam's workers), and model loads per worker."""
+  frame = report.memory_frame()
+  workers = report.workers()
+  fig, (mem, loads) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+  for (pid, role), rows in frame.groupby(["pid", "role"]):
+    if role == "child" or rows["rss_mb"].max() < 50:
+      continue  # shells and helpers: a few MB each
+    mem.plot(rows["t"], rows["rss_mb"], label=f"{role} {pid}", linewidth=1.2)
+  mem.set_xlabel("seconds since the run started")
+  mem.set_ylabel("memory (RSS, MB)")
+  mem.set_ylim(bottom=0)
+  mem.legend(fontsize=8, loc="lower right")
+  mem.set_title(title or f"hint={report.extra.get('hint')} per worker process", fontsize=10)
+  names = [f"{w['role']} {pid}" for pid, w in workers.items()]
+  bars = loads.bar(names, [w["loads"] for w in workers.values()], color=LOAD_COLOR)
+  loads.bar_label(bars, fontsize=8, padding=2)
+  loads.set_ylabel("model loads")
+  loads.set_title("Loads per worker process", fontsize=10)
+  loads.tick_params(axis="x", labelrotation=15, labelsize=8)
   fig.tight_layout()
   return fig
