@@ -1,7 +1,9 @@
 """Notebook set-up: quiet Beam's import-time warnings, readable plot defaults (every notebook)."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import warnings
 
 
@@ -19,3 +21,20 @@ def setup() -> None:
   import matplotlib.pyplot as plt
   plt.rcParams.update({"figure.figsize": (7, 3.5), "figure.dpi": 100, "axes.grid": True,
                        "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+
+
+@contextlib.contextmanager
+def quiet_worker_processes():
+  """Worker processes started inside this block write their stderr to /dev/null, not the notebook.
+
+  Beam's SDK workers print import-time warnings before any logging option applies.
+  """
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)

@@ -29,7 +29,9 @@ def runner_options(runner: str = "direct", workers: int = 2, **extra) -> Pipelin
   if runner == "direct":
     flags = {"direct_num_workers": 1, "direct_running_mode": "in_memory"}
   elif runner == "multiprocess":
-    flags = {"direct_num_workers": workers, "direct_running_mode": "multi_processing"}
+    # Worker processes log every bundle at INFO to the parent's stderr; keep only errors.
+    flags = {"direct_num_workers": workers, "direct_running_mode": "multi_processing",
+             "default_sdk_harness_log_level": "ERROR"}
   else:
     raise ValueError(f"unknown runner {runner!r}: use one of direct, multiprocess.")
   return PipelineOptions(runner="DirectRunner", **flags, **extra)
