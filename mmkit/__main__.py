@@ -9,10 +9,11 @@ from typing import Optional, Sequence
 def main(argv: Optional[Sequence[str]] = None) -> int:
   # Beam logs optional-dependency warnings at import time; a CLI user wants the table only.
   logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-  from mmkit import sweep
+  from mmkit import benchmark, sweep
   parser = sweep._OneLineErrors(prog="python -m mmkit", description=__doc__)
   commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   sweep.add_parser(commands)
+  benchmark.add_parser(commands)
   args = parser.parse_args(argv)
   return args.func(args, parser)
 

@@ -1,0 +1,103 @@
+"""Feeding RunInference fast: index ranges in, blocks built in the worker, one result per block.
+
+The common example style, `beam.Create([tensor, ...]) | RunInference(handler)`, pickles every
+tensor and pays Beam's per-element cost once per row. The recipe here moves only `(start,
+stop)` ranges, builds each block of rows inside the worker (from data the worker loads
+itself, never from a closure that would be pickled with the DoFn), and runs one forward
+pass per block through a batch-aware inference function that returns one
+`PredictionResult` per block. Keyed models get one block per key, so each model is asked
+for once per block.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Iterable, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+import torch
+from apache_beam.ml.inference.base import KeyModelMapping, PredictionResult
+from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
+
+__all__ = ["index_ranges", "block_inference_fn", "BlockModelHandler", "BuildBlock", "block_handler",
+           "keyed_block_handler", "RowsOf"]
+
+
+def index_ranges(n: int, block: int = 1024) -> list[tuple[int, int]]:
+  """[(0, block), (block, 2*block), ...] covering n rows: what the pipeline moves."""
+  if block < 1:
+    raise ValueError(f"block must be >= 1, got {block}.")
+  return [(start, min(start + block, n)) for start in range(0, n, block)]
+
+
+def block_inference_fn(batch: Any, model: torch.nn.Module, device: Any, inference_args: Optional[dict] = None,
+                       model_id: Optional[str] = None) -> Iterable[PredictionResult]:
+  """One forward pass per block; one PredictionResult holding the block's [rows, classes] output."""
+  blocks = [batch] if isinstance(batch, torch.Tensor) else list(batch)
+  with torch.no_grad():
+    return [PredictionResult(block, model(block), model_id) for block in blocks]
+
+
+@lru_cache(maxsize=4)
+def _rows(source: str, n: int, seed: int) -> torch.Tensor:
+  # Loaded (or generated) once per worker process, not captured by the DoFn's pickle.
+  if source == "random":
+    return torch.from_numpy(np.random.default_rng(seed).random((n, 64), dtype=np.float32))
+  from mmkit import data
+  x = data.cohort(source, "all")[0]
+  return torch.tensor(np.resize(x, (n, 64)))
+
+
+class RowsOf:
+  """Where a block's rows come from: a source name and size, resolved inside the worker."""
+
+  def __init__(self, source: str = "random", n: int = 200_000, seed: int = 0):
+    self.source, self.n, self.seed = source, n, seed
+
+  def block(self, start: int, stop: int) -> torch.Tensor:
+    return _rows(self.source, self.n, self.seed)[start:stop].clone()
+
+
+class BuildBlock(beam.DoFn):
+  """(start, stop) -> tensor block, or (key, (start, stop)) -> [(key, block)] for keyed models."""
+
+  def __init__(self, rows: RowsOf, keyed: bool = False):
+    self._rows, self._keyed = rows, keyed
+
+  def process(self, element):
+    if self._keyed:
+      key, (start, stop) = element
+      yield [(key, self._rows.block(start, stop))]  # a ready-made batch of one (key, block)
+    else:
+      start, stop = element
+      yield self._rows.block(start, stop)
+
+
+class BlockModelHandler(PytorchModelHandlerTensor):
+  """Beam's PyTorch handler for blocks: one forward pass and one result per block.
+
+  Also sizes a batch from tensor shapes: Beam's own `get_num_bytes` visits every number of
+  every tensor, which for a 1024 x 64 block costs more than the inference.
+  """
+
+  def __init__(self, state_dict_path: str, model_class: type, model_params: Optional[dict] = None):
+    super().__init__(state_dict_path=state_dict_path, model_class=model_class, model_params=model_params or {},
+                     device="CPU", inference_fn=block_inference_fn)
+
+  def get_num_bytes(self, batch) -> int:
+    blocks = [batch] if isinstance(batch, torch.Tensor) else batch
+    return sum(block.numel() * block.element_size() for block in blocks)
+
+
+def block_handler(state_dict_path: str, model_class: type, model_params: Optional[dict] = None):
+  """A BlockModelHandler fed whole blocks: RunInference does not re-batch them."""
+  return BlockModelHandler(state_dict_path, model_class, model_params).with_no_batching()
+
+
+def keyed_block_handler(models: dict, model_class: type, model_params: Optional[dict] = None,
+                        hint: Optional[int] = None):
+  """Keyed models fed whole (key, block) batches: each block asks its key's model once."""
+  from mmkit.keyed import FixedBatchKeyedModelHandler
+  mappings = [KeyModelMapping([key], BlockModelHandler(path, model_class, model_params))
+              for key, path in models.items()]
+  return FixedBatchKeyedModelHandler(mappings, max_models_per_worker_hint=hint).prebatched()

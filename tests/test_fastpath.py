@@ -1,0 +1,92 @@
+"""The fast recipe gives the same predictions as the plain per-element pipeline, row for row."""
+import apache_beam as beam
+import pytest
+import torch
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
+from apache_beam.testing.util import assert_that, equal_to
+
+from mmkit import fastpath
+from mmkit.benchmark import BenchMLP, bench_model_path
+
+N, BLOCK = 2500, 512  # the last block is short on purpose
+
+
+def _plain_labels(p, rows, model_path):
+  """Row index -> predicted label, the way most examples write it (one element per row)."""
+  return (p | "PlainRows" >> beam.Create([(i, rows.block(i, i + 1)[0]) for i in range(N)])
+          | "Plain" >> RunInference(KeyedModelHandler(PytorchModelHandlerTensor(
+              state_dict_path=model_path, model_class=BenchMLP, model_params={}, device="CPU")))
+          | "PlainLabels" >> beam.MapTuple(lambda i, r: (i, int(r.inference.argmax()))))
+
+
+def _expected(rows, model_path):
+  model = BenchMLP()
+  model.load_state_dict(torch.load(model_path, weights_only=True))
+  with torch.no_grad():
+    return model.eval()(rows.block(0, N)).argmax(1).tolist()
+
+
+def test_single_model_blocks_predict_what_the_plain_pipeline_predicts():
+  rows = fastpath.RowsOf("clean", N)
+  path = bench_model_path(0)
+  starts = {tuple(rows.block(lo, lo + 1)[0].tolist()): lo for lo, _ in fastpath.index_ranges(N, BLOCK)}
+
+  def per_row(result):
+    start = starts[tuple(result.example[0].tolist())]
+    return [(start + j, int(label)) for j, label in enumerate(result.inference.argmax(1))]
+
+  with beam.Pipeline() as p:
+    fast = (p | "Ranges" >> beam.Create(fastpath.index_ranges(N, BLOCK))
+            | beam.ParDo(fastpath.BuildBlock(rows)) | RunInference(fastpath.block_handler(path, BenchMLP))
+            | beam.FlatMap(per_row))
+    plain = _plain_labels(p, rows, path)
+    # The same (row, label) pairs, and both equal to the model run directly.
+    expected = list(enumerate(_expected(rows, path)))
+    assert_that(fast, equal_to(expected), label="fast")
+    assert_that(plain, equal_to(expected), label="plain")
+
+
+def test_keyed_blocks_are_served_by_their_keys_model():
+  rows = fastpath.RowsOf("random", N)
+  paths = {f"k{i}": bench_model_path(i) for i in range(3)}
+  ranges = fastpath.index_ranges(N, BLOCK)
+  elements = [(f"k{b % 3}", r) for b, r in enumerate(ranges)]
+  expected = []
+  for key, (lo, hi) in elements:
+    model = BenchMLP()
+    model.load_state_dict(torch.load(paths[key], weights_only=True))
+    with torch.no_grad():
+      expected.append((key, lo, model.eval()(rows.block(lo, hi)).argmax(1).tolist()))
+  first_rows = {tuple(rows.block(lo, lo + 1)[0].tolist()): lo for lo, _ in ranges}
+  with beam.Pipeline() as p:
+    out = (p | beam.Create(elements) | beam.ParDo(fastpath.BuildBlock(rows, keyed=True))
+           | RunInference(fastpath.keyed_block_handler(paths, BenchMLP, hint=1))
+           | beam.MapTuple(lambda key, r: (key, first_rows[tuple(r.example[0].tolist())],
+                                           r.inference.argmax(1).tolist())))
+    assert_that(out, equal_to(expected))
+
+
+def test_ranges_cover_every_row_once():
+  assert fastpath.index_ranges(5, 2) == [(0, 2), (2, 4), (4, 5)]
+  with pytest.raises(ValueError, match="block"):
+    fastpath.index_ranges(5, 0)
+
+
+def test_bench_refuses_bad_sizes_in_one_line():
+  import subprocess
+  import sys
+  proc = subprocess.run([sys.executable, "-m", "mmkit", "bench", "--elements", "0"], capture_output=True, text=True)
+  assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--elements" in proc.stderr
+
+
+def test_bench_rows_compare_each_method_with_raw_torch():
+  from mmkit.benchmark import run_bench
+  rows = run_bench(sizes=(2048,), example_style_max=2048, progress=False)
+  methods = {(r["method"], r["pattern"]) for r in rows}
+  assert methods == {("raw_torch", "single"), ("kit", "single"), ("example_style", "single"),
+                     ("raw_torch", "keyed"), ("kit", "keyed")}
+  for r in rows:
+    assert r["elements_per_s"] == round(r["elements"] / r["seconds"])
+    if r["method"] == "raw_torch":
+      assert r["ratio_to_raw"] == 1.0
