@@ -87,6 +87,6 @@ def test_bench_rows_compare_each_method_with_raw_torch():
   assert methods == {("raw_torch", "single"), ("kit", "single"), ("example_style", "single"),
                      ("raw_torch", "keyed"), ("kit", "keyed")}
   for r in rows:
-    assert r["elements_per_s"] == round(r["elements"] / r["seconds"])
+    assert r["elements_per_s"] == pytest.approx(r["elements"] / r["seconds"], rel=0.05)  # seconds are rounded
     if r["method"] == "raw_torch":
       assert r["ratio_to_raw"] == 1.0
