@@ -17,6 +17,7 @@ from torch import nn
 __all__ = ["MLPClassifier", "ConvClassifier", "Denoiser", "SizedModel", "MODEL_ZOO", "models_dir",
            "model_spec", "model_path", "load_model", "sized_model_path", "predict"]
 
+# The same names as mmkit.data.SOURCES, repeated so this module works when copied alone.
 SOURCES = ("clean", "noisy", "rotated", "inverted", "blurred", "shifted", "flipped", "dimmed")
 
 
