@@ -85,3 +85,8 @@ def test_training_reproduces_the_shipped_models(tmp_path):
     # Byte-identical on this machine (see data/README.md); other CPUs may round differently.
     assert abs(entry.get("test_accuracy", 0) - shipped["models"][name].get("test_accuracy", 0)) <= 0.01
   assert metrics["sequence"]["noisy_with_denoiser"] > metrics["sequence"]["noisy_without_denoiser"] + 0.05
+
+
+def test_models_module_names_the_same_sources_as_the_data():
+  assert models.SOURCES == data.SOURCES  # repeated so models.py can be copied alone
+  assert {f"specialist_{s}" for s in data.SOURCES} <= set(models.MODEL_ZOO)
