@@ -1,29 +1,31 @@
 """Repeated runs in one process, as from a notebook widget: nothing leaks that the kit can free."""
-import glob
 import os
-import re
 import tempfile
 import threading
 
 import psutil
+import pytest
 
 from mmkit.experiment import KeyedRun, run_keyed
 from mmkit.keyed import release_resident_models
 
 
-def _beam_rendezvous_files():
-  # Beam's per-model MultiProcessShared files: <uuid4 hex>.address / .lock in the temp dir.
-  return {p for p in glob.glob(os.path.join(tempfile.gettempdir(), "*"))
-          if re.fullmatch(r"[0-9a-f]{32}\.(address|lock)", os.path.basename(p))}
-
-
-def test_twenty_thrashing_runs_leave_no_models_threads_files_or_memory_behind():
+def test_twenty_thrashing_runs_leave_no_models_threads_files_or_memory_behind(monkeypatch):
+  from apache_beam.utils import multi_process_shared
   run = KeyedRun(models=4, hint=1, elements=100, stream="cycle", batch_size=4)
   run_keyed(run)  # warm-up: imports, caches, the synthetic models
+  # Record the tags this process registers (other processes may write to the same temp dir).
+  registry = multi_process_shared._process_level_singleton_manager
+  tags = []
+  register = registry.register_singleton
+  monkeypatch.setattr(registry, "register_singleton",
+                      lambda constructor, tag, *a, **k: (tags.append(tag), register(constructor, tag, *a, **k))[1])
   me = psutil.Process()
   rss_before, threads_before = me.memory_info().rss, threading.active_count()
-  files_before = _beam_rendezvous_files()
-  traces = set(glob.glob(os.path.join(tempfile.gettempdir(), "mmkit-trace-*")))
+  import mmkit.tracing
+  traces = []
+  mkdtemp = tempfile.mkdtemp
+  monkeypatch.setattr(mmkit.tracing.tempfile, "mkdtemp", lambda *a, **k: traces.append(mkdtemp(*a, **k)) or traces[-1])
   children_before = {p.pid for p in me.children(recursive=True)}
   loads = 0
   for _ in range(20):
@@ -35,8 +37,11 @@ def test_twenty_thrashing_runs_leave_no_models_threads_files_or_memory_behind():
   # Beam keeps one connection-handler thread per RunInference's model-status proxy open;
   # everything per model load (two threads each) is stopped.
   assert threading.active_count() - threads_before <= 2 * 20
-  assert _beam_rendezvous_files() <= files_before
-  assert set(glob.glob(os.path.join(tempfile.gettempdir(), "mmkit-trace-*"))) <= traces
+  assert len(tags) >= loads  # one per model load, at least
+  left = [t for t in tags if os.path.exists(os.path.join(tempfile.gettempdir(), t + ".address"))]
+  assert not left and not [t for t in tags if t in registry.entries]
+  mine = [d for d in traces if os.path.basename(d).startswith("mmkit-trace-")]  # (Beam's own dirs too)
+  assert len(mine) == 20 and not any(os.path.exists(d) for d in mine)  # each run's trace dir removed
   assert {p.pid for p in me.children(recursive=True)} <= children_before
 
 
@@ -65,7 +70,7 @@ def _interrupt_after(seconds):
   return timer
 
 
-import pytest  # noqa: E402
+
 
 
 @pytest.mark.parametrize("runner", ["direct"])  # multiprocess: see docs/runners.md
