@@ -48,6 +48,12 @@ class FixedBatchKeyedModelHandler(KeyedModelHandler):
     twin._prebatched = True
     return twin
 
+  def one_at_a_time(self) -> "FixedBatchKeyedModelHandler":
+    """A copy that serves batches of one element: to retry a failed batch element by element."""
+    twin = copy.copy(self)
+    twin.batch_size, twin._prebatched = 1, False
+    return twin
+
   def should_skip_batching(self) -> bool:
     return self._prebatched
 
@@ -100,6 +106,7 @@ def release_resident_models() -> int:
       except OSError:
         pass
   stop_proxy_servers(addresses)
+  _forget_proxy_connections(addresses)
   return_freed_memory()
   return freed
 
@@ -140,14 +147,19 @@ def stop_proxy_servers(addresses: set) -> int:
   import sys
   import threading
   from multiprocessing.managers import Server
-  servers = {}
+  servers, handlers = {}, []
   for thread in threading.enumerate():
     target = getattr(thread, "_target", None)
     server = getattr(target, "__self__", None)
-    # Connection handlers (`handle_request`) wait on their client, not on the server: skip them.
-    if (isinstance(server, Server) and tuple(server.address) in addresses
-        and target.__name__ in ("serve_forever", "accepter")):
+    if not (isinstance(server, Server) and tuple(server.address) in addresses):
+      continue
+    if target.__name__ in ("serve_forever", "accepter"):
       servers.setdefault(id(server), (server, []))[1].append(thread)
+    elif target.__name__ == "handle_request":
+      # A connection handler serves one client proxy until it hangs up. The proxies live in
+      # Beam's finished DoFns, which the server's own objects keep alive: a cycle through a
+      # running thread that no garbage collection breaks. Hanging up here ends it.
+      handlers.append(thread)
   stdout, stderr = sys.stdout, sys.stderr
   listeners = []
   try:
@@ -162,14 +174,39 @@ def stop_proxy_servers(addresses: set) -> int:
         pass
       if hasattr(server, "stop_event"):
         server.stop_event.set()
-    for _, threads in servers.values():
-      for thread in threads:
-        thread.join(timeout=2)
+    for thread in handlers:
+      _hang_up(thread._args[0])
+    for thread in [t for _, threads in servers.values() for t in threads] + handlers:
+      thread.join(timeout=2)
   finally:
     sys.stdout, sys.stderr = stdout, stderr
     for listener in listeners:
       listener.close()
   return len(servers)
+
+
+def _forget_proxy_connections(addresses: set) -> None:
+  """Drops the client connections `multiprocessing` caches per server address (and per thread).
+
+  Proxies keep them in a class-level table that outlives the proxies, so each stopped server
+  would otherwise leave an open socket in every thread that talked to it.
+  """
+  from multiprocessing.managers import BaseProxy
+  for address in addresses:
+    local, _ = BaseProxy._address_to_local.pop(address, (None, None))
+    connection = getattr(local, "connection", None)
+    if connection is not None:
+      connection.close()
+
+
+def _hang_up(connection) -> None:
+  """Shuts a `multiprocessing` connection's socket down, which wakes a thread blocked reading it."""
+  import socket
+  try:
+    with socket.socket(fileno=os.dup(connection.fileno())) as sock:
+      sock.shutdown(socket.SHUT_RDWR)
+  except (OSError, ValueError):
+    pass  # already closed
 
 
 def _is_hex(text: str) -> bool:

@@ -137,29 +137,29 @@ def keyed_inference_with_dead_letters(examples: beam.PCollection, handler, group
   `group` decides what reaches the model manager together: `none`, the stream as it comes;
   `gbk`, a GroupByKey first, so one key's elements arrive together; `batches`,
   GroupIntoBatches per key, so every batch holds one key and is served by one model.
-  Elements with no model for their key, or a tensor of the wrong shape, become DeadLetters
-  (counted as `dead_letters` in a traced run) and the rest are served.
+  Elements with no model for their key, a tensor of the wrong shape, or a tensor the model
+  refuses (raises on) become DeadLetters (counted as `dead_letters` in a traced run) and the
+  rest are served, batch-mates of a refused element included (see `InferOrDeadLetter`).
   """
-  from apache_beam.ml.inference.base import RunInference
-
-  from mmkit.deadletter import DEAD_LETTERS, RouteByModel
+  from mmkit.deadletter import DEAD_LETTERS, InferOrDeadLetter, RouteByModel
   if group not in GROUPINGS:
     raise ValueError(f"unknown group {group!r}: use one of {', '.join(GROUPINGS)}.")
   keys = handler.keys
   by_key = examples | "RouteByKey" >> beam.ParDo(RouteByModel(keys)).with_outputs(DEAD_LETTERS, main="ok")
   tensors = by_key.ok | "ToTensor" >> beam.ParDo(ToKeyedTensorOrPass())
   by_shape = tensors | "RouteByShape" >> beam.ParDo(RouteByModel(keys, (64,))).with_outputs(DEAD_LETTERS, main="ok")
-  dead = ((by_key[DEAD_LETTERS], by_shape[DEAD_LETTERS]) | "DeadLetters" >> beam.Flatten()
-          | "CountDead" >> beam.ParDo(CountElements(DEAD_LETTERS, log_dir)))
   tensors = by_shape.ok
   if group == "gbk":
     tensors = tensors | "GroupByKey" >> beam.GroupByKey() | "Ungroup" >> beam.FlatMap(_ungroup)
   elif group == "batches":
     batch_size = getattr(handler, "batch_size", None) or 32
-    batches = (tensors | "GroupIntoBatches" >> beam.GroupIntoBatches(batch_size)
+    tensors = (tensors | "GroupIntoBatches" >> beam.GroupIntoBatches(batch_size)
                | "ToBatch" >> beam.Map(_ungroup))
-    return batches | "RunInference" >> RunInference(handler.prebatched()), dead
-  return tensors | "RunInference" >> RunInference(handler), dead
+  infer = InferOrDeadLetter(handler.prebatched() if group == "batches" else handler, handler.one_at_a_time())
+  predictions, refused = tensors | "Serve" >> infer
+  dead = ((by_key[DEAD_LETTERS], by_shape[DEAD_LETTERS], refused) | "DeadLetters" >> beam.Flatten()
+          | "CountDead" >> beam.ParDo(CountElements(DEAD_LETTERS, log_dir)))
+  return predictions, dead
 
 
 @beam.ptransform_fn

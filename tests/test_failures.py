@@ -82,3 +82,38 @@ def test_unknown_keys_and_bad_tensors_become_dead_letters_and_the_rest_is_served
   counts = tracer.report().counts
   assert counts["elements_out"] + counts["dead_letters"] == len(good + unknown + bad_shape)
   assert counts["dead_letters"] == 3
+
+
+@pytest.mark.parametrize("group", ["none", "gbk", "batches"])
+def test_a_tensor_the_model_refuses_is_a_dead_letter_and_its_batch_mates_are_served(group):
+  # float64 passes every check before inference (64 numbers, known key) but the float32
+  # model raises on it: Beam fails the whole batch, the kit retries it element by element.
+  good = [("clean", i) for i in range(10)] + [("noisy", i) for i in range(6)]
+  refused = [("clean", torch.zeros(64, dtype=torch.float64)), ("noisy", torch.ones(64, dtype=torch.float64))]
+  with Tracer() as tracer:
+    with beam.Pipeline() as p:
+      examples = p | beam.Create(good[:3] + refused[:1] + good[3:12] + refused[1:] + good[12:], reshuffle=False)
+      handler = keyed_handler(model_handlers(2), hint=2, batch_size=4)
+      predictions, dead = keyed_inference_with_dead_letters(examples, handler, group, log_dir=tracer.log_dir)
+      _ = predictions | beam.ParDo(CountElements("elements_out", tracer.log_dir))
+      assert_that(predictions | beam.Map(lambda kv: kv[0]), equal_to([k for k, _ in good]), label="served")
+      dtypes = dead | beam.Map(lambda d: (d.key, str(d.element.dtype), d.reason.startswith("the model refused it:")))
+      assert_that(dtypes, equal_to([("clean", "torch.float64", True), ("noisy", "torch.float64", True)]), label="dead")
+  counts = tracer.report().counts
+  assert (counts["elements_out"], counts["dead_letters"]) == (len(good), len(refused))
+
+
+def test_batch_mates_of_a_refused_tensor_get_the_same_predictions_as_without_it():
+  from mmkit import data
+  x, _ = data.cohort("clean", "test")
+  with torch.no_grad():
+    expected = [(i, int(label)) for i, label in enumerate(models.load_model("specialist_clean")(torch.tensor(x[:7])).argmax(1))]
+  elements = [("clean", i) for i in range(7)] + [("clean", torch.zeros(64, dtype=torch.float64))]
+  with beam.Pipeline() as p:
+    indexed = p | beam.Create(list(enumerate(elements)), reshuffle=False)
+    predictions, _ = keyed_inference_with_dead_letters(
+        indexed | beam.Map(lambda ie: (ie[1][0], ie[1][1])), keyed_handler(model_handlers(1), batch_size=8))
+    # The batch of 8 fails as a whole; each of the 7 good digits is then served on its own.
+    rows = predictions | beam.Map(lambda kv: (kv[1].example.numpy().tobytes(), int(kv[1].inference.argmax())))
+    by_row = {torch.tensor(x[i]).numpy().tobytes(): i for i in range(7)}
+    assert_that(rows | beam.Map(lambda r: (by_row[r[0]], r[1])), equal_to(expected))

@@ -14,7 +14,7 @@ def test_the_keyed_pipeline_builds_for_dataflow_without_submitting():
   assert type(pipeline.runner).__name__ == "DataflowRunner"
   proto = pipeline.to_runner_api()  # the portable graph a runner receives: no network involved
   names = {t.unique_name for t in proto.components.transforms.values()}
-  assert {"Examples", "Infer/RunInference", "Infer/GroupByKey", "CountOut"} <= names
+  assert {"Examples", "Infer/Serve/RunInference", "Infer/GroupByKey", "CountOut"} <= names
   cloud = pipeline.options.view_as(GoogleCloudOptions)
   assert (cloud.project, cloud.region) == ("my-project", "europe-west1")
   assert pipeline.options.view_as(SetupOptions).extra_packages == ["dist/mmkit-0.1.0.tar.gz"]
