@@ -1,7 +1,6 @@
 """One traced keyed-model run, end to end (taught in 04_memory; `python -m mmkit sweep` repeats it)."""
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -16,9 +15,9 @@ from mmkit.pipelines import GROUPINGS, RUNNERS, CountElements, keyed_examples, K
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer
 from mmkit.validate import check_state_dict
+from mmkit.workers import child_pids, stop_worker_processes, stop_workers_on_interrupt
 
-__all__ = ["KeyedRun", "model_handlers", "keyed_pipeline", "run_keyed", "run_keyed_summary", "predicted_loads",
-           "stop_worker_processes"]
+__all__ = ["KeyedRun", "model_handlers", "keyed_pipeline", "run_keyed", "run_keyed_summary", "predicted_loads"]
 
 
 @dataclass(frozen=True)
@@ -95,9 +94,9 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   run.validate()
   handlers = model_handlers(run.models, run.model_mb)  # made before tracing: sized models are built once
   tracer, pipeline = Tracer(), None
-  children_before = _child_pids()
+  children_before = child_pids()
   try:
-    with tracer:
+    with tracer, stop_workers_on_interrupt():
       pipeline = keyed_pipeline(run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, options,
                                 tracer.log_dir)
       result = pipeline.run()
@@ -122,26 +121,6 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   report.extra["dead_letters"] = report.counts.get("dead_letters", 0)
   return report
-
-
-def _child_pids() -> set:
-  import psutil
-  return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-def stop_worker_processes(exclude: frozenset = frozenset(), timeout: float = 5.0) -> int:
-  """Ends the child processes a run started (Beam's SDK workers, model servers); returns how many."""
-  import psutil
-  children = [p for p in psutil.Process().children(recursive=True) if p.pid not in exclude]
-  for child in children:
-    try:
-      child.terminate()
-    except psutil.Error:
-      pass
-  _, alive = psutil.wait_procs(children, timeout=timeout)
-  for child in alive:
-    child.kill()
-  return len(children)
 
 
 def run_keyed_summary(run: KeyedRun) -> dict:

@@ -65,24 +65,26 @@ def test_release_frees_what_a_run_left_resident():
 
 
 def _interrupt_after(seconds):
-  import _thread
-  timer = threading.Timer(seconds, _thread.interrupt_main)
+  import signal
+  # What Jupyter's stop button does: SIGINT to the kernel process (and to it alone).
+  timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
   timer.start()
   return timer
 
 
-
-
-
-@pytest.mark.parametrize("runner", ["direct"])  # multiprocess: see docs/runners.md
-def test_an_interrupted_run_leaves_the_kernel_usable_and_no_processes_behind(runner):
+# Multiprocess: once while the workers start (the case that used to hang), once mid-run.
+@pytest.mark.parametrize("runner,after", [("direct", 4.0), ("multiprocess", 0.5), ("multiprocess", 6.0)])
+def test_an_interrupted_run_leaves_the_kernel_usable_and_no_processes_behind(runner, after, capfd):
+  from mmkit.pipelines import runner_options
   me = psutil.Process()
   children_before = {p.pid for p in me.children(recursive=True)}
   slow = KeyedRun(models=4, hint=1, elements=20000, stream="cycle", batch_size=1, runner=runner)
-  timer = _interrupt_after(4.0)  # what Jupyter's stop button does: SIGINT to the kernel
+  timer = _interrupt_after(after)
   with pytest.raises(KeyboardInterrupt):
-    run_keyed(slow)
+    run_keyed(slow, runner_options(runner))
   timer.cancel()
   assert {p.pid for p in me.children(recursive=True)} <= children_before
+  err = capfd.readouterr().err
+  assert "Traceback" not in err and "Exception in thread" not in err, err[-2000:]
   report = run_keyed(KeyedRun(models=3, hint=1, elements=30, stream="cycle", batch_size=3))
   assert report.extra["elements_out"] == 30 and report.loads == report.extra["simulated_loads"]

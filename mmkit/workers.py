@@ -1,0 +1,96 @@
+"""Ending the worker processes a run started, also when the reader presses stop (taught in 04_memory).
+
+Beam's multi-processing DirectRunner runs each SDK worker in a subprocess and, on the way out
+of a run, waits for every worker to exit. A run interrupted while its workers start up never
+sees them exit: the kernel hangs on "stop" (measured: still waiting after 10 minutes). So on
+an interrupt the workers are ended first, and only then does the KeyboardInterrupt unwind.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+import psutil
+
+__all__ = ["child_pids", "stop_worker_processes", "stop_workers_on_interrupt"]
+
+
+def child_pids() -> set[int]:
+  """The ids of this process's children, grandchildren included."""
+  return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def stop_worker_processes(exclude: set[int] = frozenset(), timeout: float = 5.0, kill: bool = False) -> int:
+  """Ends the child processes not in `exclude` (Beam's SDK workers, model servers); returns how many.
+
+  `kill` skips the polite SIGTERM: an interrupted run needs its workers gone before Beam waits on them.
+  """
+  children = [p for p in psutil.Process().children(recursive=True) if p.pid not in exclude]
+  # To kill, stop them all first: none is left running to print about the others' deaths
+  # (Beam starts each worker through `sh -c`, and a worker logs when its log server goes).
+  for action in ("suspend", "kill") if kill else ("terminate",):
+    for child in children:
+      try:
+        getattr(child, action)()
+      except psutil.Error:
+        pass
+  _, alive = psutil.wait_procs(children, timeout=timeout)
+  for child in alive:
+    child.kill()
+  return len(children)
+
+
+@contextmanager
+def stop_workers_on_interrupt() -> Iterator[None]:
+  """Within it, SIGINT (Jupyter's stop button, Ctrl-C) ends the worker processes started inside it, then raises.
+
+  Only the main thread can take signals; elsewhere this does nothing. Beam's threads and
+  loggers in this process report the deaths as errors; those reports are dropped, since they
+  are expected.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  before = child_pids()
+  previous_handler = signal.getsignal(signal.SIGINT)
+  previous_hook = threading.excepthook
+  interrupted = threading.Event()
+
+  beam_logger = logging.getLogger("apache_beam")
+  beam_level = beam_logger.level
+
+  def quiet_worker_deaths(args):
+    # Beam's threads that served the workers fail as their workers go: expected, not news.
+    if not (interrupted.is_set() and _raised_in_beam(args.exc_traceback)):
+      previous_hook(args)
+
+  def on_interrupt(signum, frame):
+    interrupted.set()
+    beam_logger.setLevel(logging.CRITICAL)
+    stop_worker_processes(exclude=before, timeout=2.0, kill=True)
+    if callable(previous_handler):
+      previous_handler(signum, frame)  # the kernel's own handler raises KeyboardInterrupt
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGINT, on_interrupt)
+  threading.excepthook = quiet_worker_deaths
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous_handler)
+    threading.excepthook = previous_hook
+    beam_logger.setLevel(beam_level)
+
+
+def _raised_in_beam(tb) -> bool:
+  """Whether a traceback passes through Beam's or gRPC's code."""
+  while tb is not None:
+    name = tb.tb_frame.f_code.co_filename
+    if f"{os.sep}apache_beam{os.sep}" in name or f"{os.sep}grpc{os.sep}" in name:
+      return True
+    tb = tb.tb_next
+  return False
