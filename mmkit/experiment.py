@@ -11,7 +11,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data, models
 from mmkit.keyed import keyed_handler, release_resident_models
-from mmkit.pipelines import GROUPINGS, RUNNERS, CountElements, keyed_examples, KeyedInference, model_keys, new_pipeline, source_of
+from mmkit.pipelines import (GROUPINGS, RUNNERS, CountElements, KeyedInference, forget_interactive_pipeline, keyed_examples,
+                             model_keys, new_pipeline, source_of)
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer
 from mmkit.validate import check_state_dict
@@ -115,8 +116,7 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
     raise
   finally:
     if run.runner == "interactive" and pipeline is not None:
-      from apache_beam.runners.interactive import interactive_environment
-      interactive_environment.current_env().evict_tracked_pipelines(pipeline)
+      forget_interactive_pipeline(pipeline)
   report = tracer.report(result, **asdict(run), **predicted_loads(run), pipeline_end=pipeline_end)
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   report.extra["dead_letters"] = report.counts.get("dead_letters", 0)

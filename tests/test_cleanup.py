@@ -87,3 +87,24 @@ def test_an_interrupted_run_leaves_the_kernel_usable_and_no_processes_behind(run
   # Beam's threads fail as the workers go; the kit keeps those expected reports off the screen.
   assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, done.stderr[-3000:]
   assert outcome["next_elements_out"] == 30 and outcome["next_loads"] == outcome["next_simulated_loads"]
+
+
+def _beam_leftovers() -> set:
+  """Rendezvous files of Beam's shared objects and pipeline temp dirs, in the temp dir."""
+  import glob
+  tmp = tempfile.gettempdir()
+  files = {f for f in glob.glob(os.path.join(tmp, "*.address")) + glob.glob(os.path.join(tmp, "*.lock"))
+           if len(os.path.basename(f)) >= 37}
+  return files | set(glob.glob(os.path.join(tmp, "beam-pipeline-temp*")))
+
+
+@pytest.mark.parametrize("runner", ["multiprocess", "interactive"])
+def test_runs_leave_no_rendezvous_files_or_pipeline_dirs_in_the_temp_dir(runner):
+  # Multiprocess: the workers' model servers die with them and used to leave 36 files a run;
+  # interactive: each run used to leave the temp dirs of the pipelines Beam derives from it.
+  from mmkit.pipelines import runner_options
+  run = KeyedRun(models=2, hint=1, elements=60, stream="cycle", batch_size=4, runner=runner)
+  before = _beam_leftovers()
+  report = run_keyed(run, runner_options(runner) if runner == "multiprocess" else None)
+  assert report.loads == report.extra["simulated_loads"] > 2  # models were swapped: files were made
+  assert _beam_leftovers() - before == set()
