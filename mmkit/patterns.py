@@ -18,7 +18,7 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
 from mmkit import data, models
 
-__all__ = ["shipped_handler", "keyed_by_id", "digit_ids", "ToTensor", "in_share", "labels_of",
+__all__ = ["shipped_handler", "check_sequence", "keyed_by_id", "digit_ids", "ToTensor", "in_share", "labels_of",
            "predicted_label", "probabilities", "accuracy", "denoised_tensor"]
 
 
@@ -29,6 +29,12 @@ def shipped_handler(name: str) -> PytorchModelHandlerTensor:
   check_state_dict(str(models.model_path(name)), cls, params)
   return PytorchModelHandlerTensor(state_dict_path=str(models.model_path(name)), model_class=cls,
                                    model_params=params, device="CPU")
+
+
+def check_sequence(names: Sequence[str], example_shape: Sequence[int] = (64,)) -> None:
+  """Fails fast, with the fix, if a shipped model in `names` cannot take the previous one's output (02)."""
+  from mmkit.validate import check_sequence as check
+  check([(name, models.load_model(name)) for name in names], example_shape)
 
 
 def keyed_by_id(name: str) -> KeyedModelHandler:

@@ -1,4 +1,4 @@
-"""Check a multi-model set-up before Beam runs it: clear errors instead of deep tracebacks (03, 04).
+"""Check a multi-model set-up before Beam runs it: clear errors instead of deep tracebacks (02, 03, 04).
 
 Every check raises `SetupError` (a ValueError) whose message names the problem and the fix.
 """
@@ -8,7 +8,7 @@ import os
 import warnings
 from typing import Any, Mapping, Optional, Sequence
 
-__all__ = ["SetupError", "check_state_dict", "check_mappings", "check_hint", "check_input_shape"]
+__all__ = ["SetupError", "check_state_dict", "check_mappings", "check_hint", "check_input_shape", "check_sequence"]
 
 
 class SetupError(ValueError):
@@ -84,3 +84,23 @@ def check_input_shape(model: Any, example_shape: Sequence[int]) -> None:
     detail = " ".join(str(error).split())[:300]
     raise SetupError(f"examples of shape {tuple(example_shape)} do not fit {type(model).__name__}: {detail}. "
                      "Reshape the inputs in a beam.Map before RunInference.") from None
+
+
+def check_sequence(stages: Sequence[tuple[str, Any]], example_shape: Sequence[int]) -> None:
+  """Each `(name, model)` in order takes the previous one's output (the first takes `example_shape`).
+
+  A sequence `A | post-process | B` breaks at B when A's output does not fit it; Beam would
+  only say so mid-run, from inside B's batch. Post-processing is assumed to keep the shape.
+  """
+  import torch
+  example, source = torch.zeros((1, *example_shape)), f"examples of shape {tuple(example_shape)}"
+  for name, model in stages:
+    try:
+      with torch.no_grad():
+        output = model(example)
+    except RuntimeError as error:
+      detail = " ".join(str(error).split())[:300]
+      fix = ("reshape the inputs in a beam.Map before RunInference" if source.startswith("examples") else
+             "put a model whose input fits there, or reshape in the post-processing beam.Map before it")
+      raise SetupError(f"{name} cannot take {source}: {detail}. Fix: {fix}.") from None
+    example, source = output, f"the output of {name} (shape {tuple(output.shape[1:])})"

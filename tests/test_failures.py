@@ -117,3 +117,12 @@ def test_batch_mates_of_a_refused_tensor_get_the_same_predictions_as_without_it(
     rows = predictions | beam.Map(lambda kv: (kv[1].example.numpy().tobytes(), int(kv[1].inference.argmax())))
     by_row = {torch.tensor(x[i]).numpy().tobytes(): i for i in range(7)}
     assert_that(rows | beam.Map(lambda r: (by_row[r[0]], r[1])), equal_to(expected))
+
+
+def test_a_sequence_whose_second_model_cannot_take_the_first_ones_output_is_refused_up_front():
+  from mmkit import patterns
+  patterns.check_sequence(["denoiser", "ab_mlp"])  # 64 pixels -> 64 pixels -> 10 scores: fits
+  with pytest.raises(SetupError, match=r"ab_cnn cannot take the output of ab_mlp \(shape \(10,\)\).*Fix: put a model"):
+    patterns.check_sequence(["ab_mlp", "ab_cnn"])
+  with pytest.raises(SetupError, match=r"denoiser cannot take examples of shape \(28, 28\).*Fix: reshape the inputs"):
+    patterns.check_sequence(["denoiser", "ab_mlp"], example_shape=(28, 28))
