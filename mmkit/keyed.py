@@ -197,11 +197,12 @@ def stop_proxy_servers(addresses: set) -> int:
       continue
     if target.__name__ in ("serve_forever", "accepter"):
       servers.setdefault(id(server), (server, []))[1].append(thread)
-    elif target.__name__ == "handle_request":
+    elif target.__name__ == "handle_request" and (args := getattr(thread, "_args", None)):
       # A connection handler serves one client proxy until it hangs up. The proxies live in
       # Beam's finished DoFns, which the server's own objects keep alive: a cycle through a
       # running thread that no garbage collection breaks. Hanging up here ends it.
-      handlers.append(thread)
+      # (Its connection is taken now: a thread that ends drops its arguments.)
+      handlers.append((thread, args[0]))
   stdout, stderr = sys.stdout, sys.stderr
   listeners = []
   try:
@@ -216,9 +217,9 @@ def stop_proxy_servers(addresses: set) -> int:
         pass
       if hasattr(server, "stop_event"):
         server.stop_event.set()
-    for thread in handlers:
-      _hang_up(thread._args[0])
-    for thread in [t for _, threads in servers.values() for t in threads] + handlers:
+    for _, connection in handlers:
+      _hang_up(connection)
+    for thread in [t for _, threads in servers.values() for t in threads] + [t for t, _ in handlers]:
       thread.join(timeout=2)
   finally:
     sys.stdout, sys.stderr = stdout, stderr
