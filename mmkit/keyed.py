@@ -93,21 +93,12 @@ def release_resident_models() -> int:
       entry.unsafe_hard_delete()
       freed += len(tag) == 32
     del manager.entries[tag]
-    base = os.path.join(tempfile.gettempdir(), tag)
-    try:
-      with open(base + ".address") as f:
-        host, port = f.read().rsplit(":", 1)
-      addresses.add((host, int(port)))
-    except (OSError, ValueError):
-      pass
-    for suffix in (".address", ".lock"):
-      try:
-        os.remove(base + suffix)
-      except OSError:
-        pass
+    address = _read_address(os.path.join(tempfile.gettempdir(), tag + ".address"))
+    if address:
+      addresses.add(address)
   stop_proxy_servers(addresses)
   _forget_proxy_connections(addresses)
-  remove_stale_rendezvous_files()
+  remove_stale_rendezvous_files()  # the stopped servers' files, and those of dead worker processes
   return_freed_memory()
   return freed
 
@@ -130,15 +121,16 @@ def remove_stale_rendezvous_files(directory: Optional[str] = None) -> int:
     tag = os.path.basename(address_file)[: -len(".address")]
     if not (len(tag) >= 32 and _is_hex(tag[:32])):
       continue  # not one of Beam's per-run tags
+    address = _read_address(address_file)
+    if address is None:
+      continue  # unreadable or half-written: leave it to Beam
     try:
-      with open(address_file) as f:
-        host, port = f.read().rsplit(":", 1)
-      with socket.create_connection((host, int(port)), timeout=0.5):
+      with socket.create_connection(address, timeout=0.5):
         continue  # a live server
     except ConnectionRefusedError:
       pass
-    except (OSError, ValueError):
-      continue  # unreadable or half-written: leave it to Beam
+    except OSError:
+      continue
     lock = fasteners.InterProcessLock(address_file[: -len(".address")] + ".lock")
     if lock.acquire(blocking=False):
       try:
@@ -250,6 +242,16 @@ def _hang_up(connection) -> None:
       sock.shutdown(socket.SHUT_RDWR)
   except (OSError, ValueError):
     pass  # already closed
+
+
+def _read_address(path: str) -> Optional[tuple[str, int]]:
+  """The (host, port) a `MultiProcessShared` rendezvous file names, or None."""
+  try:
+    with open(path) as f:
+      host, port = f.read().rsplit(":", 1)
+    return host, int(port)
+  except (OSError, ValueError):
+    return None
 
 
 def _is_hex(text: str) -> bool:

@@ -76,14 +76,7 @@ def check_hint(hint: Any, n_models: int) -> None:
 
 def check_input_shape(model: Any, example_shape: Sequence[int]) -> None:
   """One zero example of `example_shape` goes through `model` (in batch of one) without error."""
-  import torch
-  try:
-    with torch.no_grad():
-      model(torch.zeros((1, *example_shape)))
-  except RuntimeError as error:
-    detail = " ".join(str(error).split())[:300]
-    raise SetupError(f"examples of shape {tuple(example_shape)} do not fit {type(model).__name__}: {detail}. "
-                     "Reshape the inputs in a beam.Map before RunInference.") from None
+  check_sequence([(type(model).__name__, model)], example_shape)
 
 
 def check_sequence(stages: Sequence[tuple[str, Any]], example_shape: Sequence[int]) -> None:
@@ -93,14 +86,14 @@ def check_sequence(stages: Sequence[tuple[str, Any]], example_shape: Sequence[in
   only say so mid-run, from inside B's batch. Post-processing is assumed to keep the shape.
   """
   import torch
-  example, source = torch.zeros((1, *example_shape)), f"examples of shape {tuple(example_shape)}"
+  example, source = torch.zeros((1, *example_shape)), f"examples of shape {tuple(example_shape)} do"
+  fix = "Reshape the inputs in a beam.Map before RunInference"
   for name, model in stages:
     try:
       with torch.no_grad():
         output = model(example)
     except RuntimeError as error:
       detail = " ".join(str(error).split())[:300]
-      fix = ("reshape the inputs in a beam.Map before RunInference" if source.startswith("examples") else
-             "put a model whose input fits there, or reshape in the post-processing beam.Map before it")
-      raise SetupError(f"{name} cannot take {source}: {detail}. Fix: {fix}.") from None
-    example, source = output, f"the output of {name} (shape {tuple(output.shape[1:])})"
+      raise SetupError(f"{source} not fit {name}: {detail}. {fix}.") from None
+    example, source = output, f"the output of {name} (shape {tuple(output.shape[1:])}) does"
+    fix = "Put a model whose input fits there, or reshape in the post-processing beam.Map before it"

@@ -89,22 +89,35 @@ def test_an_interrupted_run_leaves_the_kernel_usable_and_no_processes_behind(run
   assert outcome["next_elements_out"] == 30 and outcome["next_loads"] == outcome["next_simulated_loads"]
 
 
-def _beam_leftovers() -> set:
-  """Rendezvous files of Beam's shared objects and pipeline temp dirs, in the temp dir."""
+def _dead_rendezvous_files() -> set:
+  """Rendezvous files of Beam's shared objects whose server no longer answers (live ones may be another process's)."""
   import glob
-  tmp = tempfile.gettempdir()
-  files = {f for f in glob.glob(os.path.join(tmp, "*.address")) + glob.glob(os.path.join(tmp, "*.lock"))
-           if len(os.path.basename(f)) >= 37}
-  return files | set(glob.glob(os.path.join(tmp, "beam-pipeline-temp*")))
+  import socket
+  dead = set()
+  for path in glob.glob(os.path.join(tempfile.gettempdir(), "*.address")):
+    try:
+      with open(path) as f:
+        host, port = f.read().rsplit(":", 1)
+      socket.create_connection((host, int(port)), timeout=0.5).close()
+    except ConnectionRefusedError:
+      dead.add(path)
+    except (OSError, ValueError):
+      pass
+  return dead
 
 
 @pytest.mark.parametrize("runner", ["multiprocess", "interactive"])
-def test_runs_leave_no_rendezvous_files_or_pipeline_dirs_in_the_temp_dir(runner):
+def test_runs_leave_no_rendezvous_files_or_pipeline_dirs_in_the_temp_dir(runner, monkeypatch):
   # Multiprocess: the workers' model servers die with them and used to leave 36 files a run;
   # interactive: each run used to leave the temp dirs of the pipelines Beam derives from it.
   from mmkit.pipelines import runner_options
+  made = []
+  mkdtemp = tempfile.mkdtemp
+  monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: made.append(mkdtemp(*a, **k)) or made[-1])
   run = KeyedRun(models=2, hint=1, elements=60, stream="cycle", batch_size=4, runner=runner)
-  before = _beam_leftovers()
+  dead_before = _dead_rendezvous_files()
   report = run_keyed(run, runner_options(runner) if runner == "multiprocess" else None)
   assert report.loads == report.extra["simulated_loads"] > 2  # models were swapped: files were made
-  assert _beam_leftovers() - before == set()
+  assert _dead_rendezvous_files() - dead_before == set()
+  pipeline_dirs = [d for d in made if os.path.basename(d).startswith("beam-pipeline-temp")]
+  assert pipeline_dirs and not any(os.path.exists(d) for d in pipeline_dirs)

@@ -122,7 +122,7 @@ def test_batch_mates_of_a_refused_tensor_get_the_same_predictions_as_without_it(
 def test_a_sequence_whose_second_model_cannot_take_the_first_ones_output_is_refused_up_front():
   from mmkit import patterns
   patterns.check_sequence(["denoiser", "ab_mlp"])  # 64 pixels -> 64 pixels -> 10 scores: fits
-  with pytest.raises(SetupError, match=r"ab_cnn cannot take the output of ab_mlp \(shape \(10,\)\).*Fix: put a model"):
+  with pytest.raises(SetupError, match=r"the output of ab_mlp \(shape \(10,\)\) does not fit ab_cnn.*Put a model"):
     patterns.check_sequence(["ab_mlp", "ab_cnn"])
-  with pytest.raises(SetupError, match=r"denoiser cannot take examples of shape \(28, 28\).*Fix: reshape the inputs"):
+  with pytest.raises(SetupError, match=r"examples of shape \(28, 28\) do not fit denoiser.*Reshape the inputs"):
     patterns.check_sequence(["denoiser", "ab_mlp"], example_shape=(28, 28))
