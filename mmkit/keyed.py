@@ -48,12 +48,6 @@ class FixedBatchKeyedModelHandler(KeyedModelHandler):
     twin._prebatched = True
     return twin
 
-  def one_at_a_time(self) -> "FixedBatchKeyedModelHandler":
-    """A copy that serves batches of one element: to retry a failed batch element by element."""
-    twin = copy.copy(self)
-    twin.batch_size, twin._prebatched = 1, False
-    return twin
-
   def should_skip_batching(self) -> bool:
     return self._prebatched
 

@@ -174,7 +174,7 @@ def keyed_inference_with_dead_letters(examples: beam.PCollection, handler, group
     batch_size = getattr(handler, "batch_size", None) or 32
     tensors = (tensors | "GroupIntoBatches" >> beam.GroupIntoBatches(batch_size)
                | "ToBatch" >> beam.Map(_ungroup))
-  infer = InferOrDeadLetter(handler.prebatched() if group == "batches" else handler, handler.one_at_a_time())
+  infer = InferOrDeadLetter(handler.prebatched() if group == "batches" else handler)
   predictions, refused = tensors | "Serve" >> infer
   dead = ((by_key[DEAD_LETTERS], by_shape[DEAD_LETTERS], refused) | "DeadLetters" >> beam.Flatten()
           | "CountDead" >> beam.ParDo(CountElements(DEAD_LETTERS, log_dir)))
