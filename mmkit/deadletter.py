@@ -3,19 +3,22 @@
 `RouteByModel` sits before RunInference: an element whose key has no model, or whose
 tensor does not have the model's input shape, leaves the main output as a `DeadLetter`
 instead of failing the whole batch it would have joined. `InferOrDeadLetter` catches what
-no check can see beforehand (a model that refuses a dtype, a NaN guard): Beam's
-`RunInference(...).with_exception_handling()` hands over the failed batch, each of its
-elements is tried again on its own, and only the ones that fail alone become DeadLetters.
+no check can see beforehand (a model that refuses a dtype, a NaN guard): a batch that
+raises is served again one element at a time inside the same RunInference
+(`ServeAloneOnFailure`), and only the elements that fail alone become DeadLetters. Beam's
+`RunInference(...).with_exception_handling()` stays around it as the last net.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-__all__ = ["DeadLetter", "DEAD_LETTERS", "RouteByModel", "InferOrDeadLetter", "ServeAlone"]
+__all__ = ["DeadLetter", "DEAD_LETTERS", "RouteByModel", "Refused", "ServeAloneOnFailure", "SplitRefused",
+           "failed_batch", "InferOrDeadLetter"]
 
 DEAD_LETTERS = "dead_letters"
 
@@ -51,54 +54,81 @@ class RouteByModel(beam.DoFn):
       yield element
 
 
-class ServeAlone(beam.DoFn):
-  """Beam's failed-inference record `(batch, error)` -> each element served on its own.
+class Refused(NamedTuple):
+  """What `ServeAloneOnFailure` returns, in place of a prediction, for an element its model refused."""
+  example: Any
+  reason: str
 
-  Yields `(key, prediction)` for an element that its model serves alone, and a DeadLetter
-  (tagged output) for one that fails alone. This is a DoFn over the handler rather than a
-  second RunInference because a RunInference costs its set-up on every run, failures or not
-  (measured: a 2,000-element run of 8 keyed models took 2.41 s with a second RunInference and
-  2.00 s with this, median of 5); here models are loaded on the first failed batch only.
+
+class ServeAloneOnFailure:
+  """ModelHandler mixin for `(key, example)` batches: a batch that raises is served one element at a time.
+
+  Active only on the copy `serving_alone_on_failure()` makes, so the handler itself keeps
+  Beam's behaviour (a batch fails as a whole). On that copy, each element of a failed batch
+  is run alone with the same model manager (so `max_models_per_worker_hint` still holds),
+  and one that fails alone comes out as `(key, Refused(example, reason))`.
+  The retry happens inside RunInference rather than in a step after its failed output
+  because merging two prediction streams takes a Flatten, which the DirectRunner
+  materialises: measured, it made every run 2x slower, failures or not (`bench/dead_letters.py`).
   """
 
-  def __init__(self, handler: ModelHandler):
-    self._handler = handler
-    self._models = None
+  _serve_alone = False
 
-  def setup(self):
-    # What RunInference does before serving: sets up the handler's (per-key) metrics.
-    self._handler.override_metrics(self._handler.get_metrics_namespace())
+  def serving_alone_on_failure(self):
+    twin = copy.copy(self)
+    twin._serve_alone = True
+    return twin
 
-  def process(self, failure):
-    batch, _ = failure
-    if self._models is None:
-      self._models = self._handler.load_model()
+  def run_inference(self, batch, model, inference_args=None):
+    if not self._serve_alone:
+      return super().run_inference(batch, model, inference_args)
+    try:
+      return list(super().run_inference(batch, model, inference_args))
+    except Exception:  # what with_exception_handling would catch: retry element by element
+      pass
+    served = []
     for key, example in batch:
       try:
-        yield from self._handler.run_inference([(key, example)], self._models)
-      except Exception as error:  # what with_exception_handling catches, for one element
-        yield pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(key, example, f"the model refused it: {error!r}"))
+        served.extend(super().run_inference([(key, example)], model, inference_args))
+      except Exception as error:
+        served.append((key, Refused(example, f"the model refused it: {error!r}")))
+    return served
 
-  def teardown(self):
-    self._models = None
+
+class SplitRefused(beam.DoFn):
+  """(key, prediction or Refused) -> (key, prediction) on the main output, DeadLetters tagged."""
+
+  def process(self, element):
+    key, value = element
+    if isinstance(value, Refused):
+      yield pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(key, value.example, value.reason))
+    else:
+      yield element
+
+
+def failed_batch(failure) -> list[DeadLetter]:
+  """Beam's failed-inference record `(batch, (type, repr, traceback))` -> a DeadLetter per element."""
+  batch, (_, error, _) = failure
+  return [DeadLetter(key, example, f"its batch failed: {error}") for key, example in batch]
 
 
 class InferOrDeadLetter(beam.PTransform):
   """(key, example) -> ((key, prediction), DeadLetters): RunInference that loses no element.
 
-  A batch that raises is handed over by Beam's `with_exception_handling()`; its elements are
-  tried again one at a time (`ServeAlone`, the same handler), so one bad element no longer
-  costs its batch-mates their predictions. An element that fails alone is a DeadLetter with
-  the model's error. The retry has its own model manager: while it runs, a worker may hold
-  up to twice `max_models_per_worker_hint` models.
+  `handler` must mix in `ServeAloneOnFailure` (the kit's `keyed_handler` does): one bad
+  element no longer costs its batch-mates their predictions. Whatever still escapes the
+  handler (Beam's `with_exception_handling()` catches it) fails its batch into DeadLetters.
   """
 
   def __init__(self, handler: ModelHandler):
     super().__init__()
-    self._handler = handler
+    if not isinstance(handler, ServeAloneOnFailure):
+      raise TypeError(f"InferOrDeadLetter needs a handler that mixes in ServeAloneOnFailure, got "
+                      f"{type(handler).__name__}: build it with mmkit.keyed.keyed_handler.")
+    self._handler = handler.serving_alone_on_failure()
 
   def expand(self, examples):
     served, failed = examples | "RunInference" >> RunInference(self._handler).with_exception_handling()
-    retried = (failed.failed_inferences
-               | "ServeAlone" >> beam.ParDo(ServeAlone(self._handler)).with_outputs(DEAD_LETTERS, main="served"))
-    return (served, retried.served) | "Served" >> beam.Flatten(), retried[DEAD_LETTERS]
+    split = served | "SplitRefused" >> beam.ParDo(SplitRefused()).with_outputs(DEAD_LETTERS, main="served")
+    unserved = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_batch)
+    return split.served, (split[DEAD_LETTERS], unserved) | "DeadLetters" >> beam.Flatten()

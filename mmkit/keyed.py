@@ -14,11 +14,13 @@ from typing import Any, Mapping, Optional, Sequence
 from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, ModelHandler
 from apache_beam.utils import multi_process_shared
 
+from mmkit.deadletter import ServeAloneOnFailure
+
 __all__ = ["FixedBatchKeyedModelHandler", "keyed_handler", "release_resident_models", "stop_proxy_servers",
            "remove_stale_rendezvous_files", "return_freed_memory"]
 
 
-class FixedBatchKeyedModelHandler(KeyedModelHandler):
+class FixedBatchKeyedModelHandler(ServeAloneOnFailure, KeyedModelHandler):
   """A KeyedModelHandler whose batches all hold `batch_size` elements (the last may hold fewer).
 
   Each batch is split by key; every model a batch needs is loaded (if not resident) once,

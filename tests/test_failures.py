@@ -7,7 +7,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from mmkit import models
 from mmkit.experiment import model_handlers
-from mmkit.keyed import FixedBatchKeyedModelHandler, keyed_handler
+from mmkit.keyed import FixedBatchKeyedModelHandler, keyed_handler, release_resident_models
 from mmkit.pipelines import CountElements, keyed_inference_with_dead_letters
 from mmkit.tracing import Tracer
 from mmkit.validate import SetupError, check_input_shape, check_state_dict
@@ -126,3 +126,43 @@ def test_a_sequence_whose_second_model_cannot_take_the_first_ones_output_is_refu
     patterns.check_sequence(["ab_mlp", "ab_cnn"])
   with pytest.raises(SetupError, match=r"examples of shape \(28, 28\) do not fit denoiser.*Reshape the inputs"):
     patterns.check_sequence(["denoiser", "ab_mlp"], example_shape=(28, 28))
+
+
+def test_a_batch_that_fails_outside_the_model_becomes_dead_letters_with_beams_error():
+  from apache_beam.ml.inference.base import ModelHandler, RunInference
+
+  from mmkit.deadletter import failed_batch
+
+  class Broken(ModelHandler):
+    def load_model(self):
+      return None
+
+    def run_inference(self, batch, model, inference_args=None):
+      raise ValueError("disk on fire")
+
+  with beam.Pipeline() as p:
+    _, failed = p | beam.Create([("clean", 1), ("noisy", 2)]) | RunInference(Broken()).with_exception_handling()
+    dead = failed.failed_inferences | beam.FlatMap(failed_batch)
+    assert_that(dead | beam.Map(tuple), equal_to([("clean", 1, "its batch failed: ValueError('disk on fire')"),
+                                                  ("noisy", 2, "its batch failed: ValueError('disk on fire')")]))
+
+
+def test_a_handler_that_cannot_retry_alone_is_refused_with_the_fix():
+  from mmkit.deadletter import InferOrDeadLetter
+  from mmkit.patterns import keyed_by_id
+  with pytest.raises(TypeError, match="ServeAloneOnFailure.*keyed_handler"):
+    InferOrDeadLetter(keyed_by_id("general"))
+
+
+def test_the_handler_alone_still_fails_a_batch_as_beam_does():
+  # Serving alone is switched on only for InferOrDeadLetter's copy: a user's plain
+  # RunInference(keyed_handler(...)) never sees a Refused in place of a prediction.
+  handler = keyed_handler(model_handlers(1))
+  handler.override_metrics(handler.get_metrics_namespace())  # as RunInference does first
+  model = handler.load_model()
+  with pytest.raises(RuntimeError, match="dtype"):
+    handler.run_inference([("clean", torch.zeros(64, dtype=torch.float64))], model)
+  refused = handler.serving_alone_on_failure().run_inference(
+      [("clean", torch.zeros(64)), ("clean", torch.zeros(64, dtype=torch.float64))], model)
+  assert [type(value).__name__ for _, value in refused] == ["PredictionResult", "Refused"]
+  release_resident_models()
