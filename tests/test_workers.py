@@ -11,7 +11,7 @@ from mmkit.workers import stop_workers_on_interrupt
 def test_a_sigint_taken_by_another_thread_still_interrupts_a_main_thread_blocked_on_a_lock():
   # What Beam does while a bundle runs: the main thread waits on a lock, other threads work.
   # The signal lands in a worker thread; Python would run the handler only once the lock
-  # is released (here after 10 s), so without the kit's waker the stop comes 10 s late.
+  # is released (here after 10 s), so without the kit's watcher the stop comes 10 s late.
   ready = threading.Event()
 
   def take_the_signal():
@@ -34,4 +34,4 @@ def test_the_wake_up_fd_and_handler_are_restored_after_the_run():
     assert signal.getsignal(signal.SIGINT) is not handler
   assert signal.getsignal(signal.SIGINT) is handler
   assert signal.set_wakeup_fd(-1) == -1  # nothing of the kit's is left installed
-  assert not [t for t in threading.enumerate() if t.name == "mmkit-sigint-waker"]
+  assert not [t for t in threading.enumerate() if t.name == "mmkit-interrupt-watcher"]
