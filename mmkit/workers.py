@@ -78,17 +78,20 @@ def stop_workers_on_interrupt() -> Iterator[None]:
     if not (interrupted.is_set() and _raised_in_beam(args.exc_traceback)):
       previous_hook(args)
 
+  def end_workers():
+    stop_worker_processes(exclude=before, timeout=2.0, kill=True)
+
   def on_interrupt(signum, frame):
     interrupted.set()
     beam_logger.setLevel(logging.CRITICAL)
-    stop_worker_processes(exclude=before, timeout=2.0, kill=True)
+    end_workers()
     if callable(previous_handler):
       previous_handler(signum, frame)  # the kernel's own handler raises KeyboardInterrupt
     raise KeyboardInterrupt
 
   signal.signal(signal.SIGINT, on_interrupt)
   threading.excepthook = quiet_worker_deaths
-  watcher = _InterruptWatcher(interrupted, end_workers=lambda: stop_worker_processes(exclude=before, timeout=2.0, kill=True))
+  watcher = _InterruptWatcher(interrupted, end_workers)
   try:
     yield
   finally:

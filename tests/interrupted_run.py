@@ -21,14 +21,15 @@ def interrupt_when(moment: str) -> None:
   """SIGINT to this process (what Jupyter's stop button does) after some seconds, or as Beam's workers start."""
   me = psutil.Process()
   if moment == "workers-start":
-    while not any(_is_worker(p) for p in me.children(recursive=True)):
+    while not any(is_beam_worker(p) for p in me.children(recursive=True)):
       time.sleep(0.01)
   else:
     time.sleep(float(moment))
   os.kill(os.getpid(), signal.SIGINT)
 
 
-def _is_worker(process: psutil.Process) -> bool:
+def is_beam_worker(process: psutil.Process) -> bool:
+  """A Beam SDK worker, or the shell that starts one (so the interrupt can come as early as that)."""
   try:
     return "sdk_worker_main" in " ".join(process.cmdline())
   except psutil.Error:

@@ -11,6 +11,7 @@ import time
 
 import psutil
 import pytest
+from interrupted_run import is_beam_worker  # tests/ is on the path: the script's own check
 from jupyter_client.manager import start_new_kernel
 
 SLOW_RUN = ("run_keyed(KeyedRun(models=4, hint=1, elements=20000, stream='cycle', batch_size=1, "
@@ -50,22 +51,12 @@ def run_cell(client, code: str, timeout: float = 120) -> tuple[str, list[str]]:
       return "".join(printed), errors
 
 
-def beam_workers(pid: int) -> list[psutil.Process]:
-  workers = []
-  for child in psutil.Process(pid).children(recursive=True):
-    try:
-      if "sdk_worker_main" in " ".join(child.cmdline()):
-        workers.append(child)
-    except psutil.Error:
-      pass
-  return workers
-
-
 def interrupt_when(manager, moment: str) -> None:
   """Like interrupted_run.py: as Beam's workers appear, or after some seconds."""
   if moment == "workers-start":
     deadline = time.monotonic() + 60
-    while not beam_workers(manager.provisioner.process.pid) and time.monotonic() < deadline:
+    kernel = psutil.Process(manager.provisioner.process.pid)
+    while not any(is_beam_worker(p) for p in kernel.children(recursive=True)) and time.monotonic() < deadline:
       time.sleep(0.01)
   else:
     time.sleep(float(moment))
