@@ -1,0 +1,81 @@
+"""Writes the top of every notebook: the Colab badge, the guarded install cell, the kernelspec.
+
+    python tools/notebook_header.py [--check]   # --check: exit 1 if a notebook differs
+
+REPOSITORY is the one setting for a fork or a move: the badge and the install cell of every
+notebook point to it (notebooks/README.md says so). Only the first markdown cell's badge line,
+the first code cell and the notebook's kernelspec are rewritten; other cells and their
+outputs stay byte for byte as committed.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+REPOSITORY = "mmkit-dev/mmkit"  # GitHub owner/name the badge opens and Colab clones
+BRANCH = "main"
+
+ROOT = Path(__file__).resolve().parents[1]
+# What ipykernel's kernel reports: JupyterLab writes it on open, so the same text keeps a
+# notebook unmodified when opened.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+BADGE_RE = re.compile(r"^\[!\[Open In Colab\]\(.*$", re.MULTILINE)
+
+
+def badge(name: str) -> str:
+  """The markdown line of the "Open in Colab" badge for notebooks/<name>."""
+  url = f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/notebooks/{name}"
+  return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+
+
+def install_cell() -> str:
+  """The first code cell: installs the kit in Colab only, once; a second run does nothing."""
+  return "\n".join([
+    "# Colab only, and only when mmkit is not importable yet: a re-run, or a local kernel,",
+    "# does nothing. pip keeps Colab's torch: the kit asks for a range, not a version.",
+    "import importlib.util, os, sys",
+    "if 'google.colab' in sys.modules and importlib.util.find_spec('mmkit') is None:",
+    "    if not os.path.isdir('/content/mmkit'):",
+    f"        !git clone -q --depth 1 -b {BRANCH} https://github.com/{REPOSITORY}.git /content/mmkit",
+    "    %pip install -q -e /content/mmkit",
+    "    sys.path.insert(0, '/content/mmkit')  # this kernel; new kernels find it installed",
+  ])
+
+
+def update(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+  """Rewrites the badge line, the first code cell and the kernelspec of one notebook."""
+  title = next(c for c in nb.cells if c.cell_type == "markdown")
+  if not BADGE_RE.search(title.source):
+    raise SystemExit(f"{name}: no Colab badge line in the first markdown cell")
+  title.source = BADGE_RE.sub(lambda _: badge(name), title.source, count=1)
+  first_code = next(c for c in nb.cells if c.cell_type == "code")
+  if "google.colab" not in first_code.source:
+    raise SystemExit(f"{name}: the first code cell is not the Colab install cell")
+  first_code.source = install_cell()
+  nb.metadata["kernelspec"] = dict(KERNELSPEC)
+  return nb
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--check", action="store_true", help="only report notebooks that differ")
+  args = parser.parse_args(argv)
+  stale = []
+  for path in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+    before = path.read_text()
+    after = nbformat.writes(update(nbformat.reads(before, as_version=4), path.name)) + "\n"
+    if after != before:
+      stale.append(path.name)
+      if not args.check:
+        path.write_text(after)
+  verb = "differ" if args.check else "rewritten"
+  print(f"{len(stale)} notebook(s) {verb}: {' '.join(stale) or '-'}")
+  return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
