@@ -1,16 +1,21 @@
 # `make demo` and `make test` set everything up on a fresh machine (a .venv here), then run.
-# Set-up runs again only when pyproject.toml changes.
+# Set-up runs again only when pyproject.toml or constraints.txt changes.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mmkit-installed
+# JupyterLab refuses to run as root unless asked (--allow-root); a user needs no flag.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+PORT   ?= 8866
 
-.PHONY: install demo test lab bench clean
+.PHONY: install demo test lab explorer bench clean
 
-$(STAMP): pyproject.toml
+# pyproject.toml states ranges; constraints.txt the exact versions tested (torch 2.13.0, the
+# CPU build here: an unpinned torch pulls GBs of CUDA packages). The extras add the browser
+# test's Playwright, JupyterLab (`make lab`) and Voila (`make explorer`).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch is pinned exactly (2.13.0, CPU build): anything looser pulls GBs of CUDA packages.
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,browser]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,8 +27,11 @@ test: install
 	$(BIN)/python -m pytest
 
 lab: install
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[lab]"
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(ALLOW_ROOT) notebooks/
+
+# The hint explorer alone, as a web page on this machine (http://localhost:$(PORT)).
+explorer: install
+	$(BIN)/voila --no-browser --port=$(PORT) --Voila.ip=127.0.0.1 notebooks/explorer_app.ipynb
 
 bench: install
 	$(BIN)/python bench/tracing_overhead.py
