@@ -2,6 +2,8 @@
 
 Same model (64 -> 1024 -> 1024 -> 10), same inputs, elements per second and the ratio to raw
 torch; with and without pipeline start-up (the time of the same pipeline on one block).
+Medians of `--repeats` rounds, each measuring raw torch and the kit back to back, with the
+share of the CPUs other processes used meanwhile (`others_cpu`): the machine may be shared.
 """
 from __future__ import annotations
 
@@ -22,11 +24,20 @@ KEYED_MODELS = 8
 
 
 class BenchMLP(nn.Module):
-  """The issue's 3-layer MLP: 64 -> 1024 -> 1024 -> 10."""
+  """The issue's 3-layer MLP: 64 -> 1024 -> 1024 -> 10.
 
-  def __init__(self):
+  Its layers skip random initialisation (as `mmkit.models.SizedModel` does): every BenchMLP
+  is built to receive a state dict right away, and drawing 1.1 million random weights cost
+  more than loading them (`docs/fast_path.md`).
+  """
+
+  def __init__(self, initialize: bool = False):
     super().__init__()
-    self.net = nn.Sequential(nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
+
+    def linear(*shape):
+      return nn.Linear(*shape) if initialize else torch.nn.utils.skip_init(nn.Linear, *shape)
+    self.net = nn.Sequential(linear(64, 1024), nn.ReLU(), linear(1024, 1024), nn.ReLU(),
+                             linear(1024, 10))
 
   def forward(self, x):
     return self.net(x)
@@ -38,7 +49,11 @@ def bench_model_path(index: int = 0) -> str:
   path = os.path.join(tempfile.gettempdir(), f"mmkit-bench-mlp-{index}.pt")
   if not os.path.exists(path):
     torch.manual_seed(index)
-    torch.save(BenchMLP().state_dict(), path)
+    # Write then rename: a second process asking at once never reads half a file.
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    os.close(fd)
+    torch.save(BenchMLP(initialize=True).state_dict(), tmp)
+    os.replace(tmp, path)
   return path
 
 
@@ -61,7 +76,7 @@ def raw_torch(n: int, keyed: bool = False) -> float:
 
 
 def example_style(n: int) -> float:
-  """Seconds for `beam.Create([tensor, ...]) | RunInference(PytorchModelHandlerTensor)`, as most examples."""
+  """Seconds for `beam.Create([tensor, ...]) | RunInference(PytorchModelHandlerTensor)`."""
   import apache_beam as beam
   from apache_beam.ml.inference.base import RunInference
   from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
@@ -69,11 +84,11 @@ def example_style(n: int) -> float:
   from mmkit.fastpath import RowsOf
   rows = RowsOf("random", n).block(0, n)
   elements = [row.clone() for row in rows]
+  handler = PytorchModelHandlerTensor(state_dict_path=bench_model_path(0), model_class=BenchMLP,
+                                      model_params={}, device="CPU")
   start = time.perf_counter()
   with beam.Pipeline() as p:
-    _ = (p | beam.Create(elements)
-         | RunInference(PytorchModelHandlerTensor(state_dict_path=bench_model_path(0), model_class=BenchMLP,
-                                                  model_params={}, device="CPU")))
+    _ = p | beam.Create(elements) | RunInference(handler)
   return time.perf_counter() - start
 
 
@@ -88,17 +103,60 @@ def kit(n: int, keyed: bool = False) -> float:
   start = time.perf_counter()
   with beam.Pipeline() as p:
     if keyed:
-      handler = fastpath.keyed_block_handler({f"k{i}": bench_model_path(i) for i in range(KEYED_MODELS)}, BenchMLP)
+      models = {f"k{i}": bench_model_path(i) for i in range(KEYED_MODELS)}
+      handler = fastpath.keyed_block_handler(models, BenchMLP)
       elements = [(f"k{b % KEYED_MODELS}", r) for b, r in enumerate(ranges)]
     else:
       handler, elements = fastpath.block_handler(bench_model_path(0), BenchMLP), ranges
-    _ = (p | beam.Create(elements) | beam.ParDo(fastpath.BuildBlock(rows, keyed=keyed))
-         | RunInference(handler))
+    # No Reshuffle after Create: it spreads elements over workers, and this in-process
+    # runner has one; it would add a GroupByKey stage to every run's start-up.
+    _ = (p | beam.Create(elements, reshuffle=False)
+         | beam.ParDo(fastpath.BuildBlock(rows, keyed=keyed)) | RunInference(handler))
   return time.perf_counter() - start
 
 
-def run_bench(sizes=(20_000, 200_000), example_style_max: int = 20_000, progress: bool = True) -> list[dict]:
-  """The benchmark's rows: one per method, pattern, size and start-up accounting."""
+class _Busy:
+  """Share of the machine's CPUs that other processes used while a measurement ran (0..1)."""
+
+  def __enter__(self) -> "_Busy":
+    import psutil
+    self._me = psutil.Process()
+    self._t0, self._cpu0, self._mine0 = time.perf_counter(), self._busy(), self._mine()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    import psutil
+    wall = time.perf_counter() - self._t0
+    others = (self._busy() - self._cpu0) - (self._mine() - self._mine0)
+    self.others = min(max(others / (wall * (psutil.cpu_count() or 1)), 0.0), 1.0)
+
+  @staticmethod
+  def _busy() -> float:
+    import psutil
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+  def _mine(self) -> float:
+    times = self._me.cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _timed(fn, *args) -> tuple[float, float]:
+  """(seconds, share of the CPUs other processes used meanwhile)."""
+  with _Busy() as busy:
+    seconds = fn(*args)
+  return seconds, busy.others
+
+
+def run_bench(sizes=(20_000, 200_000), example_style_max: int = 20_000, progress: bool = True,
+              repeats: int = 1) -> list[dict]:
+  """The benchmark's rows: one per method, pattern, size and start-up accounting.
+
+  Each of `repeats` rounds measures raw torch and then the kit, back to back, so a ratio
+  compares two runs that saw the same load on a shared machine; a row holds the medians
+  (seconds, and the ratio over the rounds' ratios) and `others_cpu`, the median share of the
+  CPUs that other processes took meanwhile.
+  """
   from tqdm.auto import tqdm
   torch.set_num_threads(os.cpu_count() or 1)
   rows = []
@@ -106,44 +164,76 @@ def run_bench(sizes=(20_000, 200_000), example_style_max: int = 20_000, progress
   for pattern, n in tqdm(jobs, desc="bench", disable=not progress, file=sys.stderr):
     keyed = pattern == "keyed"
     raw_torch(BLOCK, keyed)  # warm-up: model loads, thread pools
-    raw = raw_torch(n, keyed)
-    startup = kit(BLOCK, keyed)  # the same pipeline on one block: start-up and teardown
-    timings = {"kit": (kit(n, keyed), startup)}
-    if not keyed and n <= example_style_max:
-      timings["example_style"] = (example_style(n), example_style(1))
-    rows += [_row("raw_torch", pattern, n, True, raw, raw), _row("raw_torch", pattern, n, False, raw, raw)]
-    for method, (total, start_cost) in timings.items():
-      rows.append(_row(method, pattern, n, True, total, raw))
-      rows.append(_row(method, pattern, n, False, max(total - start_cost, 1e-9), raw))
+    rounds = []
+    for _ in range(repeats):
+      raw = _timed(raw_torch, n, keyed)
+      startup = kit(BLOCK, keyed)  # the same pipeline on one block: start-up and teardown
+      timings = {"kit": (_timed(kit, n, keyed), startup)}
+      if not keyed and n <= example_style_max:
+        timings["example_style"] = (_timed(example_style, n), example_style(1))
+      rounds.append((raw, timings))
+    rows += _rows(pattern, n, rounds)
   return rows
 
 
-def _row(method, pattern, n, startup_included, seconds, raw_seconds) -> dict:
+def _rows(pattern: str, n: int, rounds: list) -> list[dict]:
+  """Median rows over rounds of (raw (seconds, others), {method: ((seconds, others), start-up)}).
+
+  Without start-up, a method's time is its median minus its median start-up, against raw
+  torch's median: a start-up run subtracted round by round can exceed a noisy round's total.
+  """
+  from statistics import median
+  raws = [raw for raw, _ in rounds]
+  rows = [_row("raw_torch", pattern, n, included, raws, [1.0] * len(raws))
+          for included in (True, False)]
+  raw_median = median(s for s, _ in raws)
+  for method in rounds[0][1]:
+    totals = [timings[method][0] for _, timings in rounds]
+    ratios = [raw_s / s for (raw_s, _), (s, _) in zip(raws, totals)]
+    rows.append(_row(method, pattern, n, True, totals, ratios))
+    start_cost = median(timings[method][1] for _, timings in rounds)
+    bare = max(median(s for s, _ in totals) - start_cost, 1e-3)
+    others = median(o for _, o in totals)
+    rows.append(_row(method, pattern, n, False, [(bare, others)], [raw_median / bare]))
+  return rows
+
+
+def _row(method, pattern, n, startup_included, measured, ratios) -> dict:
+  from statistics import median
+  seconds = median(s for s, _ in measured)
   return {"method": method, "pattern": pattern, "elements": n, "startup_included": startup_included,
           "seconds": round(seconds, 3), "elements_per_s": round(n / seconds),
-          "ratio_to_raw": round(raw_seconds / seconds, 3)}
+          "ratio_to_raw": round(median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
+          "others_cpu": round(median(o for _, o in measured), 2)}
 
 
 def run_command(args, parser) -> int:
   if any(n < 1 for n in args.elements):
-    parser.exit(2, f"python -m mmkit bench: error: --elements must all be >= 1, got {args.elements}\n")
+    parser.exit(2, "python -m mmkit bench: error: --elements must all be >= 1, "
+                f"got {args.elements}\n")
+  if args.repeats < 1:
+    parser.exit(2, f"python -m mmkit bench: error: --repeats must be >= 1, got {args.repeats}\n")
   import logging
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
-  rows = run_bench(args.elements, args.example_style_max, progress=not args.no_progress)
+  rows = run_bench(args.elements, args.example_style_max, progress=not args.no_progress,
+                   repeats=args.repeats)
   if args.json:
     print(json.dumps(rows, indent=1))
   else:
     import pandas as pd
-    print(pd.DataFrame(rows).to_string(index=False))
+    print(pd.DataFrame(rows).drop(columns="ratios").to_string(index=False))
   return 0
 
 
 def add_parser(commands) -> None:
   p = commands.add_parser("bench", help="raw torch vs the example style vs the kit's recipe",
                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--elements", type=int, nargs="+", default=[20_000, 200_000], help="sizes to measure")
+  p.add_argument("--elements", type=int, nargs="+", default=[20_000, 200_000],
+                 help="sizes to measure")
   p.add_argument("--example-style-max", type=int, default=20_000,
                  help="largest size to run the slow example style at (default 20000: ~14 s)")
+  p.add_argument("--repeats", type=int, default=3,
+                 help="rounds of raw torch then the kit; rows hold the medians (default 3)")
   p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
   p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
   p.set_defaults(func=run_command)

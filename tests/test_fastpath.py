@@ -30,7 +30,8 @@ def _expected(rows, model_path):
 def test_single_model_blocks_predict_what_the_plain_pipeline_predicts():
   rows = fastpath.RowsOf("clean", N)
   path = bench_model_path(0)
-  starts = {tuple(rows.block(lo, lo + 1)[0].tolist()): lo for lo, _ in fastpath.index_ranges(N, BLOCK)}
+  starts = {tuple(rows.block(lo, lo + 1)[0].tolist()): lo
+            for lo, _ in fastpath.index_ranges(N, BLOCK)}
 
   def per_row(result):
     start = starts[tuple(result.example[0].tolist())]
@@ -38,7 +39,8 @@ def test_single_model_blocks_predict_what_the_plain_pipeline_predicts():
 
   with beam.Pipeline() as p:
     fast = (p | "Ranges" >> beam.Create(fastpath.index_ranges(N, BLOCK))
-            | beam.ParDo(fastpath.BuildBlock(rows)) | RunInference(fastpath.block_handler(path, BenchMLP))
+            | beam.ParDo(fastpath.BuildBlock(rows))
+            | RunInference(fastpath.block_handler(path, BenchMLP))
             | beam.FlatMap(per_row))
     plain = _plain_labels(p, rows, path)
     # The same (row, label) pairs, and both equal to the model run directly.
@@ -47,7 +49,10 @@ def test_single_model_blocks_predict_what_the_plain_pipeline_predicts():
     assert_that(plain, equal_to(expected), label="plain")
 
 
-def test_keyed_blocks_are_served_by_their_keys_model():
+@pytest.mark.parametrize("blocks_per_batch, hint", [(32, 1), (2, None), (1, 2)])
+def test_keyed_blocks_are_served_by_their_keys_model(blocks_per_batch, hint):
+  # 5 blocks of 3 keys, round robin: one batch holds every key (swaps inside a batch with
+  # hint=1), or batches of 2 and a short last one, or one block per batch.
   rows = fastpath.RowsOf("random", N)
   paths = {f"k{i}": bench_model_path(i) for i in range(3)}
   ranges = fastpath.index_ranges(N, BLOCK)
@@ -57,14 +62,31 @@ def test_keyed_blocks_are_served_by_their_keys_model():
     model = BenchMLP()
     model.load_state_dict(torch.load(paths[key], weights_only=True))
     with torch.no_grad():
-      expected.append((key, lo, model.eval()(rows.block(lo, hi)).argmax(1).tolist()))
+      expected.append((key, lo, paths[key], model.eval()(rows.block(lo, hi)).argmax(1).tolist()))
   first_rows = {tuple(rows.block(lo, lo + 1)[0].tolist()): lo for lo, _ in ranges}
+  handler = fastpath.keyed_block_handler(paths, BenchMLP, hint=hint,
+                                         blocks_per_batch=blocks_per_batch)
+
+  def served(key, result):
+    first_row = first_rows[tuple(result.example[0].tolist())]
+    return key, first_row, result.model_id, result.inference.argmax(1).tolist()
+
   with beam.Pipeline() as p:
-    out = (p | beam.Create(elements) | beam.ParDo(fastpath.BuildBlock(rows, keyed=True))
-           | RunInference(fastpath.keyed_block_handler(paths, BenchMLP, hint=1))
-           | beam.MapTuple(lambda key, r: (key, first_rows[tuple(r.example[0].tolist())],
-                                           r.inference.argmax(1).tolist())))
+    out = (p | beam.Create(elements, reshuffle=False)
+           | beam.ParDo(fastpath.BuildBlock(rows, keyed=True)) | RunInference(handler)
+           | beam.MapTuple(served))
     assert_that(out, equal_to(expected))
+
+
+def test_bench_model_skips_random_init_and_still_predicts_with_its_weights():
+  path = bench_model_path(1)
+  torch.manual_seed(1)
+  initialized = BenchMLP(initialize=True).eval()  # the weights bench_model_path(1) holds
+  loaded = BenchMLP()
+  loaded.load_state_dict(torch.load(path, weights_only=True))
+  x = fastpath.RowsOf("random", 64).block(0, 64)
+  with torch.no_grad():
+    assert torch.equal(loaded.eval()(x), initialized(x))
 
 
 def test_ranges_cover_every_row_once():
@@ -73,20 +95,30 @@ def test_ranges_cover_every_row_once():
     fastpath.index_ranges(5, 0)
 
 
-def test_bench_refuses_bad_sizes_in_one_line():
+@pytest.mark.parametrize("flag, value", [("--elements", "0"), ("--repeats", "0")])
+def test_bench_refuses_bad_arguments_in_one_line(flag, value):
   import subprocess
   import sys
-  proc = subprocess.run([sys.executable, "-m", "mmkit", "bench", "--elements", "0"], capture_output=True, text=True)
-  assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--elements" in proc.stderr
+  proc = subprocess.run([sys.executable, "-m", "mmkit", "bench", flag, value], capture_output=True,
+                        text=True)
+  assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and flag in proc.stderr
 
 
 def test_bench_rows_compare_each_method_with_raw_torch():
+  from statistics import median
+
   from mmkit.benchmark import run_bench
-  rows = run_bench(sizes=(2048,), example_style_max=2048, progress=False)
+  rows = run_bench(sizes=(2048,), example_style_max=2048, progress=False, repeats=2)
   methods = {(r["method"], r["pattern"]) for r in rows}
   assert methods == {("raw_torch", "single"), ("kit", "single"), ("example_style", "single"),
                      ("raw_torch", "keyed"), ("kit", "keyed")}
   for r in rows:
-    assert r["elements_per_s"] == pytest.approx(r["elements"] / r["seconds"], rel=0.05)  # seconds are rounded
+    # seconds are rounded
+    assert r["elements_per_s"] == pytest.approx(r["elements"] / r["seconds"], rel=0.05)
+    assert 0.0 <= r["others_cpu"] <= 1.0
     if r["method"] == "raw_torch":
       assert r["ratio_to_raw"] == 1.0
+    elif r["startup_included"]:
+      # One ratio per round, each from a raw run and a kit run measured back to back.
+      assert len(r["ratios"]) == 2
+      assert r["ratio_to_raw"] == pytest.approx(median(r["ratios"]), abs=2e-3)
