@@ -2,11 +2,18 @@
 
 `explore(...)` is a plain function (tests call it directly); `explorer()` wraps it in
 ipywidgets: hint slider, key stream, grouping, model size and a Run button that is
-disabled while a run is in flight.
+disabled while a run is in flight. While a run goes, a `RunWatcher` thread shows its
+loads, the elements served and the memory line as they grow.
 """
 from __future__ import annotations
 
-from typing import Optional
+import glob
+import json
+import os
+import tempfile
+import threading
+import time
+from typing import Callable, Optional
 
 import matplotlib.pyplot as plt
 
@@ -14,13 +21,17 @@ from mmkit import data
 from mmkit.experiment import KeyedRun, run_keyed
 from mmkit.pipelines import GROUPINGS, model_keys
 from mmkit.plots import memory_timeline_figure
-from mmkit.simulate import lru_loads_by_capacity, model_accesses, optimal_loads
-from mmkit.tracing import RunReport
+from mmkit.simulate import arrival_batches, lru_loads_by_capacity, model_accesses, optimal_loads, simulate_lru
+from mmkit.tracing import MemorySampler, RunReport
 
-__all__ = ["DEFAULTS", "explore", "swaps_by_hint", "explorer_figure", "explorer"]
+__all__ = ["DEFAULTS", "explore", "swaps_by_hint", "explorer_figure", "explorer", "Progress",
+           "RunWatcher", "served_before_load", "memory_sparkline"]
 
-# Chosen so a click returns in about a second on a 2-core laptop (see bench/explorer_click.py).
-DEFAULTS = dict(models=8, hint=2, stream="zipf", group="none", model_mb=16.0, elements=256, batch_size=64)
+# Chosen so a click returns in about a second on 2 cores (bench/browser_click.py). The
+# in-memory DirectRunner: the InteractiveRunner spends most of a click translating the
+# pipeline, and the explorer needs none of its caching (it reads the tracer's report).
+DEFAULTS = dict(models=8, hint=2, stream="zipf", group="none", model_mb=16.0, elements=256, batch_size=64,
+                runner="direct")
 
 
 def swaps_by_hint(run: KeyedRun) -> dict[str, dict[int, int]]:
@@ -47,21 +58,141 @@ def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]]):
   swap_ax.set_ylim(bottom=0)
   swap_ax.legend(fontsize=8)
   swap_ax.set_title(f"stream={report.extra.get('stream')}, group={report.extra.get('group')}", fontsize=10)
-  fig.tight_layout()
+  # Fixed margins: a second tight_layout (memory_timeline_figure ran one) cost 0.15 s a click.
+  fig.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.91, wspace=0.2)
   return fig
 
 
 def explore(hint: Optional[int] = DEFAULTS["hint"], stream: str = DEFAULTS["stream"],
             group: str = DEFAULTS["group"], model_mb: float = DEFAULTS["model_mb"],
             models: int = DEFAULTS["models"], elements: int = DEFAULTS["elements"],
-            batch_size: int = DEFAULTS["batch_size"], runner: str = "interactive"):
-  """The widget's callback: one traced run; returns (RunReport, Figure)."""
+            batch_size: int = DEFAULTS["batch_size"], runner: str = DEFAULTS["runner"],
+            on_progress: Optional[Callable[[Progress], None]] = None):
+  """The widget's callback: one traced run; returns (RunReport, Figure).
+
+  `on_progress`, if given, is called from a watcher thread about four times a second while the
+  run goes (a `Progress`: loads, releases, elements served, memory so far).
+  """
   run = KeyedRun(models=models, hint=hint, elements=elements, stream=stream, model_mb=model_mb,
                  batch_size=batch_size, runner=runner, group=group)
-  report = run_keyed(run)
+  if on_progress is None:
+    report = run_keyed(run)
+  else:
+    with RunWatcher(run.validate(), on_progress):
+      report = run_keyed(run)
   fig = explorer_figure(report, swaps_by_hint(run))
   plt.close(fig)  # the caller displays it; not closing would draw it twice in a notebook
   return report, fig
+
+
+class Progress(dict):
+  """What a watched run has done so far: loads, releases, elements served (at least), memory."""
+
+
+def served_before_load(run: KeyedRun) -> list[int]:
+  """Elements served before the i-th model load (i from 1), by replaying Beam's LRU on the stream.
+
+  Loads are the only per-batch signal a run writes while it goes; a load of batch b means the
+  batches before b are served. Exact for the in-memory runner, a lower bound otherwise.
+  """
+  stream = data.key_stream(run.stream, model_keys(run.models), run.elements, seed=run.seed)
+  served, done, loads = [0], 0, 0
+  accesses: list = []
+  for batch in arrival_batches(stream, run.batch_size, run.group):
+    accesses += dict.fromkeys(batch)
+    cumulative = simulate_lru(accesses, run.hint).loads
+    served += [done] * (cumulative - loads)
+    loads, done = cumulative, done + len(batch)
+  return served
+
+
+class RunWatcher:
+  """Polls a run of this process while it goes: its tracer's events, and memory, every `interval`.
+
+  `run_keyed` makes its Tracer inside; the watcher finds that tracer's log directory (the
+  `mmkit-trace-*` directory made after the watch started that holds this process's events)
+  and reads it as it grows. It calls `on_progress(Progress)` from its thread.
+  """
+
+  def __init__(self, run: KeyedRun, on_progress: Callable[[Progress], None], interval: float = 0.25):
+    self._run, self._on_progress, self._interval = run, on_progress, interval
+    self._served = served_before_load(run)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._loop, name="mmkit-explorer-watch", daemon=True)
+    self._sampler = MemorySampler(interval)
+    self._log: Optional[str] = None
+    self._offset = 0
+    self._loads = self._releases = self._batch_elements = 0
+    self._start = time.time()
+
+  def __enter__(self) -> "RunWatcher":
+    self._start = time.time()
+    self._sampler.start()
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._stop.set()
+    self._thread.join()
+    self._sampler.stop()
+
+  def _find_log(self) -> Optional[str]:
+    pattern = os.path.join(tempfile.gettempdir(), "mmkit-trace-*", f"events-{os.getpid()}.jsonl")
+    for path in glob.glob(pattern):
+      try:
+        if os.stat(os.path.dirname(path)).st_ctime >= self._start - 1:
+          return path
+      except OSError:
+        continue  # a directory another run removed meanwhile
+    return None
+
+  def _read_events(self) -> None:
+    self._log = self._log or self._find_log()
+    if self._log is None:
+      return
+    try:
+      with open(self._log, encoding="utf-8") as f:
+        f.seek(self._offset)
+        chunk = f.read()
+    except OSError:
+      return  # the run ended and its tracer removed the directory
+    complete = chunk[:chunk.rfind("\n") + 1]  # a line still being written is read next time
+    self._offset += len(complete.encode("utf-8"))
+    for line in complete.splitlines():
+      event = json.loads(line)
+      self._loads += event["event"] == "load"
+      self._releases += event["event"] == "release"
+      if event["event"] == "batch":
+        self._batch_elements += event["size"]
+
+  def progress(self) -> Progress:
+    """The run so far; memory is the process tree's total RSS per sample, in MB."""
+    self._read_events()
+    totals: dict[float, float] = {}
+    for sample in list(self._sampler.samples):
+      totals[sample["t"]] = totals.get(sample["t"], 0.0) + sample["rss_mb"]
+    memory = [(t - self._start, mb) for t, mb in sorted(totals.items())]
+    lower_bound = self._served[min(self._loads, len(self._served) - 1)]
+    return Progress(loads=self._loads, releases=self._releases, elements=self._run.elements,
+                    served=max(lower_bound, self._batch_elements), memory=memory,
+                    seconds=time.time() - self._start)
+
+  def _loop(self) -> None:
+    while not self._stop.wait(self._interval):
+      self._on_progress(self.progress())
+
+
+def memory_sparkline(memory: list[tuple[float, float]], width: int = 360, height: int = 60) -> str:
+  """The memory line so far as a small inline SVG: cheap enough to redraw four times a second."""
+  if len(memory) < 2:
+    return ""
+  t_end = max(memory[-1][0], 1e-9)
+  top = max(mb for _, mb in memory) * 1.1
+  points = " ".join(f"{t / t_end * width:.1f},{height - mb / top * height:.1f}" for t, mb in memory)
+  return (f'<svg class="mmkit-memory" width="{width}" height="{height}" style="border:1px solid #ddd">'
+          f'<polyline fill="none" stroke="#2ca02c" stroke-width="1.5" points="{points}"/></svg>'
+          f'<div style="font-size:11px;color:#555">memory so far: {memory[-1][1]:.0f} MB '
+          f'(peak {top / 1.1:.0f} MB) over {memory[-1][0]:.1f} s</div>')
 
 
 def explorer(**defaults):
@@ -75,17 +206,29 @@ def explorer(**defaults):
   size = w.Dropdown(options=[8.0, 16.0, 32.0, 64.0], value=settings["model_mb"], description="model MB")
   button = w.Button(description="Run", button_style="primary", icon="play")
   status = w.HTML()
+  served = w.IntProgress(value=0, min=0, max=settings["elements"], description="served")
+  live = w.HTML()  # the memory line while a run goes
   out = w.Output()
+
+  def show_progress(p: Progress) -> None:  # from the watcher thread: widget updates are thread-safe
+    served.value = p["served"]
+    status.value = (f"running: {p['loads']} loads, {p['releases']} releases, at least {p['served']} of "
+                    f"{p['elements']} elements served, {p['seconds']:.1f} s")
+    live.value = memory_sparkline(p["memory"])
 
   def on_click(_=None):
     button.disabled = True  # one run at a time: a second click would measure two runs at once
     status.value = "running..."
+    served.value = 0
     try:
       report, fig = explore(hint.value, stream.value, group.value, size.value, settings["models"],
-                            settings["elements"], settings["batch_size"])
+                            settings["elements"], settings["batch_size"], settings["runner"],
+                            on_progress=show_progress)
       with out:
         out.clear_output(wait=True)
         display(fig)
+      served.value = report.extra.get("elements_out", 0)
+      live.value = ""
       status.value = (f"{report.loads} loads, {report.releases} releases, peak {report.peak_rss_mb:.0f} MB, "
                       f"{report.seconds:.1f} s")
     except Exception as error:  # shown in the UI: a widget callback's traceback is easy to miss
@@ -94,5 +237,5 @@ def explorer(**defaults):
       button.disabled = False
 
   button.on_click(on_click)
-  ui = w.VBox([w.HBox([hint, stream]), w.HBox([group, size, button]), status, out])
+  ui = w.VBox([w.HBox([hint, stream]), w.HBox([group, size, button]), status, served, live, out])
   return ui

@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--check", action="store_true", help="only report notebooks that differ")
   args = parser.parse_args(argv)
   stale = []
-  for path in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+  for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
     before = path.read_text()
     after = nbformat.writes(update(nbformat.reads(before, as_version=4), path.name)) + "\n"
     if after != before:
