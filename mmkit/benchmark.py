@@ -115,10 +115,13 @@ def kit(n: int, keyed: bool = False) -> float:
   return time.perf_counter() - start
 
 
-class _Busy:
-  """Share of the machine's CPUs that other processes used while a measurement ran (0..1)."""
+class BusyMeter:
+  """Share of the CPUs other processes used while a measurement ran (0..1), as `.others`.
 
-  def __enter__(self) -> "_Busy":
+  The machine may be shared: a figure measured while others took half of it says so.
+  """
+
+  def __enter__(self) -> "BusyMeter":
     import psutil
     self._me = psutil.Process()
     self._t0, self._cpu0, self._mine0 = time.perf_counter(), self._busy(), self._mine()
@@ -143,7 +146,7 @@ class _Busy:
 
 def _timed(fn, *args) -> tuple[float, float]:
   """(seconds, share of the CPUs other processes used meanwhile)."""
-  with _Busy() as busy:
+  with BusyMeter() as busy:
     seconds = fn(*args)
   return seconds, busy.others
 
