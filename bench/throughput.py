@@ -4,10 +4,12 @@
     python bench/throughput.py --keyed-breakdown [--elements 200000] [--repeats 3]
 
 The first form is `python -m mmkit bench`. The second measures where the keyed path's time
-goes: the keyed recipe with 1, 8 and 32 blocks per batch, each round against raw torch
-measured just before, with the round trips to Beam's model manager counted (each is a
-request to a server thread: `docs/fast_path.md`, "Where the keyed time goes"), and the same
-pipeline with a model that costs nothing (a 64 -> 10 layer), whose time is all overhead.
+goes: the keyed recipe with 1 or 32 blocks per batch, Beam's model manager shared across
+processes (Beam's default for keyed models: a server thread behind a proxy) or kept in the
+process, each run against raw torch measured just before it; the round trips to the
+manager and the lock files taken are counted (`docs/fast_path.md`, "Where the keyed time
+goes"). The same pipelines run a second time with a model that costs next to nothing (one
+64 -> 10 layer), whose time is all overhead.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ class CountCalls:
   """Counts calls of a few functions (patched for the duration of a `with`)."""
 
   def __init__(self, targets: dict):
-    self.targets, self.counts, self._saved = targets, Counter(), {}
+    self.targets, self.counts, self._saved = targets, Counter({name: 0 for name in targets}), {}
 
   def __enter__(self) -> "CountCalls":
     for name, (owner, attr) in self.targets.items():
@@ -69,8 +71,9 @@ class CountCalls:
       setattr(owner, attr, original)
 
 
-def keyed_run(n: int, blocks_per_batch: int, tiny: bool = False) -> tuple[float, Counter]:
-  """Seconds of the keyed recipe at `blocks_per_batch`, and the calls counted meanwhile."""
+def keyed_run(n: int, blocks_per_batch: int, share: bool,
+              tiny: bool = False) -> tuple[float, Counter]:
+  """Seconds of the keyed recipe (`blocks_per_batch`, manager shared across processes or not)."""
   import time
   from multiprocessing.managers import BaseProxy
 
@@ -93,36 +96,45 @@ def keyed_run(n: int, blocks_per_batch: int, tiny: bool = False) -> tuple[float,
   start = time.perf_counter()
   with counting:
     with beam.Pipeline() as p:
-      handler = fastpath.keyed_block_handler(models, model_class, blocks_per_batch=blocks_per_batch)
+      handler = fastpath.keyed_block_handler(models, model_class, blocks_per_batch=blocks_per_batch,
+                                             share_across_processes=share)
       _ = (p | beam.Create(elements, reshuffle=False)
            | beam.ParDo(fastpath.BuildBlock(rows, keyed=True)) | RunInference(handler))
   return time.perf_counter() - start, counting.counts
 
 
-def keyed_breakdown(n: int, repeats: int, sizes=(1, 8, 32)) -> list[dict]:
-  """Rows per blocks-per-batch: median seconds, median ratio to raw torch, counted calls."""
+# (blocks per batch, manager shared across processes): Beam's keyed default first.
+CONFIGS = ((1, True), (32, True), (1, False), (32, False))
+
+
+def keyed_breakdown(n: int, repeats: int, configs=CONFIGS) -> list[dict]:
+  """Rows per configuration: median seconds (at n rows and at one block: start-up), median
+  ratio to raw torch (measured just before each run), counted calls, others' CPU share."""
   from mmkit import benchmark
   torch.set_num_threads(os.cpu_count() or 1)
   benchmark.raw_torch(benchmark.BLOCK, keyed=True)  # warm-up
-  for size in sizes:
-    keyed_run(benchmark.BLOCK, size)  # warm-up: imports, model files
+  for size, share in configs:
+    keyed_run(benchmark.BLOCK, size, share)  # warm-up: imports, model files
   rows = []
   for tiny in (False, True):
-    results = {size: [] for size in sizes}
+    results = {config: [] for config in configs}
     for _ in range(repeats):
-      for size in sizes:
+      for config in configs:
         raw = benchmark.raw_torch(n, keyed=True) if not tiny else None
         with benchmark.BusyMeter() as busy:
-          seconds, counts = keyed_run(n, size, tiny)
-        results[size].append((raw, seconds, counts, busy.others))
-    for size, runs in results.items():
+          seconds, counts = keyed_run(n, *config, tiny=tiny)
+        startup, _ = keyed_run(benchmark.BLOCK, *config, tiny=tiny)
+        results[config].append((raw, seconds, startup, counts, busy.others))
+    for (size, share), runs in results.items():
       row = {"model": "tiny 64->10" if tiny else "BenchMLP", "blocks_per_batch": size,
-             "elements": n, "seconds": round(statistics.median(s for _, s, _, _ in runs), 3)}
+             "shared_manager": share, "elements": n,
+             "seconds": round(statistics.median(run[1] for run in runs), 3),
+             "startup_s": round(statistics.median(run[2] for run in runs), 3)}
       if not tiny:
-        row["ratio_to_raw"] = round(statistics.median(r / s for r, s, _, _ in runs), 3)
-        row["ratios"] = [round(r / s, 3) for r, s, _, _ in runs]
-      row.update(runs[0][2])  # the counts are the same every round
-      row["others_cpu"] = round(statistics.median(o for _, _, _, o in runs), 2)
+        row["ratio_to_raw"] = round(statistics.median(run[0] / run[1] for run in runs), 3)
+        row["ratios"] = [round(run[0] / run[1], 3) for run in runs]
+      row.update(runs[0][3])  # the counts are the same every round
+      row["others_cpu"] = round(statistics.median(run[4] for run in runs), 2)
       rows.append(row)
   return rows
 

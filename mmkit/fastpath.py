@@ -19,8 +19,10 @@ import torch
 from apache_beam.ml.inference.base import KeyModelMapping, PredictionResult
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
+from mmkit.keyed import FixedBatchKeyedModelHandler
+
 __all__ = ["index_ranges", "block_inference_fn", "BlockModelHandler", "BuildBlock", "block_handler",
-           "keyed_block_handler", "RowsOf", "KEYED_BLOCKS_PER_BATCH"]
+           "keyed_block_handler", "OneProcessKeyedModelHandler", "RowsOf", "KEYED_BLOCKS_PER_BATCH"]
 
 # Blocks per keyed batch: each batch costs one model request per key in it (a round trip to
 # Beam's model manager thread), so 32 blocks of 8 keys ask 9 times instead of 64 (measured in
@@ -101,15 +103,31 @@ def block_handler(state_dict_path: str, model_class: type,
   return BlockModelHandler(state_dict_path, model_class, model_params).with_no_batching()
 
 
+class OneProcessKeyedModelHandler(FixedBatchKeyedModelHandler):
+  """The kit's keyed handler with Beam's model manager kept in the process that runs inference.
+
+  Beam's KeyedModelHandler shares its model manager across processes (a server thread
+  behind a proxy): every batch then asks for each key's model through a round trip to
+  that thread, and each run starts by connecting to it. In one process that sharing buys
+  nothing; `share_model_across_processes` is the ModelHandler setting Beam reads to decide,
+  and with it off Beam keeps the manager in the DoFn's process (loads, LRU, hint, metrics
+  unchanged). With several worker processes each process then has its own models.
+  """
+
+  def share_model_across_processes(self) -> bool:
+    return False
+
+
 def keyed_block_handler(models: dict, model_class: type, model_params: Optional[dict] = None,
-                        hint: Optional[int] = None, blocks_per_batch: int = KEYED_BLOCKS_PER_BATCH):
+                        hint: Optional[int] = None, blocks_per_batch: int = KEYED_BLOCKS_PER_BATCH,
+                        share_across_processes: bool = False) -> FixedBatchKeyedModelHandler:
   """Keyed models fed (key, block) elements, `blocks_per_batch` a batch (Beam batches them).
 
   Beam's KeyedModelHandler asks its model manager for a key's model once per batch, so a
-  batch of several blocks per key pays that request once for all of them.
+  batch of several blocks per key pays that request once for all of them; the manager stays
+  in this process unless `share_across_processes` (Beam's default for keyed models).
   """
-  from mmkit.keyed import FixedBatchKeyedModelHandler
+  cls = FixedBatchKeyedModelHandler if share_across_processes else OneProcessKeyedModelHandler
   mappings = [KeyModelMapping([key], BlockModelHandler(path, model_class, model_params))
               for key, path in models.items()]
-  return FixedBatchKeyedModelHandler(mappings, max_models_per_worker_hint=hint,
-                                     batch_size=blocks_per_batch)
+  return cls(mappings, max_models_per_worker_hint=hint, batch_size=blocks_per_batch)

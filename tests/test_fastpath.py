@@ -49,10 +49,14 @@ def test_single_model_blocks_predict_what_the_plain_pipeline_predicts():
     assert_that(plain, equal_to(expected), label="plain")
 
 
-@pytest.mark.parametrize("blocks_per_batch, hint", [(32, 1), (2, None), (1, 2)])
-def test_keyed_blocks_are_served_by_their_keys_model(blocks_per_batch, hint):
-  # 5 blocks of 3 keys, round robin: one batch holds every key (swaps inside a batch with
-  # hint=1), or batches of 2 and a short last one, or one block per batch.
+# 5 blocks of 3 keys, round robin (k0 k1 k2 k0 k1): one batch holding every key (the
+# handler serves k0, k1, k2 in turn: 3 loads with hint=1), batches of 2 and a short last one,
+# one block per batch (with hint=1: a load per block), and Beam's cross-process manager.
+@pytest.mark.parametrize("blocks_per_batch, hint, share, loads", [
+    (32, 1, False, 3), (2, None, False, 3), (1, 1, False, 5), (1, None, False, 3),
+    (32, 1, True, 3)])
+def test_keyed_blocks_are_served_by_their_keys_model(blocks_per_batch, hint, share, loads):
+  from mmkit.tracing import beam_load_counts
   rows = fastpath.RowsOf("random", N)
   paths = {f"k{i}": bench_model_path(i) for i in range(3)}
   ranges = fastpath.index_ranges(N, BLOCK)
@@ -65,17 +69,23 @@ def test_keyed_blocks_are_served_by_their_keys_model(blocks_per_batch, hint):
       expected.append((key, lo, paths[key], model.eval()(rows.block(lo, hi)).argmax(1).tolist()))
   first_rows = {tuple(rows.block(lo, lo + 1)[0].tolist()): lo for lo, _ in ranges}
   handler = fastpath.keyed_block_handler(paths, BenchMLP, hint=hint,
-                                         blocks_per_batch=blocks_per_batch)
+                                         blocks_per_batch=blocks_per_batch,
+                                         share_across_processes=share)
+  assert handler.share_model_across_processes() is share
 
   def served(key, result):
     first_row = first_rows[tuple(result.example[0].tolist())]
     return key, first_row, result.model_id, result.inference.argmax(1).tolist()
 
-  with beam.Pipeline() as p:
-    out = (p | beam.Create(elements, reshuffle=False)
-           | beam.ParDo(fastpath.BuildBlock(rows, keyed=True)) | RunInference(handler)
-           | beam.MapTuple(served))
-    assert_that(out, equal_to(expected))
+  p = beam.Pipeline()
+  out = (p | beam.Create(elements, reshuffle=False)
+         | beam.ParDo(fastpath.BuildBlock(rows, keyed=True)) | RunInference(handler)
+         | beam.MapTuple(served))
+  assert_that(out, equal_to(expected))
+  result = p.run()
+  result.wait_until_finish()
+  # The model manager's LRU and the hint hold wherever the manager lives.
+  assert beam_load_counts(result)["*"] == loads
 
 
 def test_bench_model_skips_random_init_and_still_predicts_with_its_weights():
