@@ -1,0 +1,299 @@
+"""What Beam does that its docs don't say: one reproducer per finding of docs/beam_findings.md.
+
+Each test asserts Beam's behaviour as measured on MEASURED_ON. If a Beam upgrade changes it,
+the test fails: re-measure, then update the finding's section (and this test) together.
+Runs that need a process of their own go through tests/beam_findings_helpers.py.
+"""
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+import apache_beam as beam
+import psutil
+import pytest
+from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, RunInference
+from apache_beam.utils import multi_process_shared
+
+from beam_findings_helpers import OneByOneKeyedHandler, WhereHandler, in_memory
+from mmkit.keyed import release_resident_models
+
+MEASURED_ON = "2.77.0"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def setup_module():
+  if beam.__version__ != MEASURED_ON:
+    pytest.skip(f"these findings were measured on Beam {MEASURED_ON}, this is {beam.__version__}: "
+                "run them by hand, re-measure, and update docs/beam_findings.md and MEASURED_ON")
+
+
+@pytest.fixture(autouse=True)
+def free_beams_leftovers():
+  """Beam keeps models and proxy servers after a run (finding 1): freed after each test."""
+  yield
+  release_resident_models()
+
+
+def run_helper(mode: str, timeout: float = 240) -> tuple[dict, list]:
+  """Runs beam_findings_helpers.py MODE in a session and temp dir of its own.
+
+  Returns what it measured and the files it left in its temp dir. Fails if any process of
+  the session (Beam's workers, model processes) outlives it; the temp dir is removed.
+  """
+  tmp = tempfile.mkdtemp(prefix="beam_findings_")
+  out = os.path.join(tmp, "out")
+  os.mkdir(out)
+  env = dict(os.environ, TMPDIR=tmp, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+  child = subprocess.Popen([sys.executable, os.path.join(HERE, "beam_findings_helpers.py"), mode, out],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+  try:
+    stdout, stderr = child.communicate(timeout=timeout)
+    left_behind = _session_processes(child.pid)
+    # Model processes end when their parent's pipe closes: give them a moment, then kill.
+    _, alive = psutil.wait_procs(left_behind, timeout=10)
+    for p in alive:
+      p.kill()
+    left_files = sorted(os.path.relpath(os.path.join(d, f), tmp) for d, _, fs in os.walk(tmp) for f in fs
+                        if not d.startswith(out))
+  except subprocess.TimeoutExpired:
+    os.killpg(child.pid, 9)
+    child.communicate()
+    pytest.fail(f"{mode} run hung for {timeout} s")
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  assert child.returncode == 0, stderr[-3000:]
+  assert not alive, f"processes outlived the {mode} run: {[p.pid for p in alive]}"
+  return json.loads(stdout.strip().splitlines()[-1]), left_files
+
+
+def _session_processes(sid: int) -> list:
+  found = []
+  for p in psutil.process_iter():
+    try:
+      if p.pid != sid and os.getsid(p.pid) == sid:
+        found.append(p)
+    except (ProcessLookupError, PermissionError, psutil.Error):
+      pass
+  return found
+
+
+def _keyed(hint=None, handler=OneByOneKeyedHandler, **where):
+  return handler([KeyModelMapping(["a"], WhereHandler("a", **where)),
+                  KeyModelMapping(["b"], WhereHandler("b", **where))], max_models_per_worker_hint=hint)
+
+
+def _server_threads() -> list:
+  """The threads of `multiprocessing` manager servers in this process: two per server."""
+  return [t for t in threading.enumerate()
+          if getattr(getattr(t, "_target", None), "__name__", "") in ("serve_forever", "accepter")]
+
+
+# 1. Every keyed model load starts a proxy server that is never stopped; resident models stay.
+def test_each_keyed_load_leaves_a_proxy_server_and_resident_models_stay_after_the_run():
+  release_resident_models()
+  servers_before = len(_server_threads())
+  pipeline = beam.Pipeline(options=in_memory())
+  _ = pipeline | beam.Create([("abababab"[i], i) for i in range(8)]) | RunInference(_keyed(hint=1))
+  pipeline.run().wait_until_finish()
+  gc.collect()
+  registry = multi_process_shared._process_level_singleton_manager.entries
+  resident = [tag for tag, e in registry.items() if e.initialied and type(e.obj).__name__ == "WhereModel"]
+  # 8 loads (hint 1, keys alternate), each with a server that still runs: 2 threads per load,
+  # plus one server for the keyed model manager and one for the model status.
+  assert len(_server_threads()) - servers_before == 2 * (8 + 2)
+  assert len(resident) == 1  # the model in use at the end was never released
+  assert release_resident_models() == 1
+  assert len(_server_threads()) <= servers_before  # the kit's workaround stops them all
+
+
+# 2. with_no_batching() on a KeyedModelHandler with several models fails at the first batch.
+def test_with_no_batching_breaks_a_keyed_handler_with_several_models():
+  pipeline = beam.Pipeline(options=in_memory())
+  _ = pipeline | beam.Create([[("a", 1), ("b", 2)]]) | RunInference(_keyed(handler=KeyedModelHandler).with_no_batching())
+  with pytest.raises(KeyError, match="^[\"']?a "):  # 'a': its per-key metrics were never set up
+    pipeline.run().wait_until_finish()
+  wrapped = _keyed(handler=KeyedModelHandler)
+  assert wrapped.override_metrics("ns") is True and wrapped.with_no_batching().override_metrics("ns") is False
+
+  class PrebatchedKeyed(KeyedModelHandler):  # the workaround: skip batching on the keyed handler itself
+    def should_skip_batching(self):
+      return True
+
+  pipeline = beam.Pipeline(options=in_memory())
+  _ = pipeline | beam.Create([[("a", 1), ("b", 2)]]) | RunInference(_keyed(handler=PrebatchedKeyed))
+  pipeline.run().wait_until_finish()
+
+
+# 3. PytorchModelHandlerTensor.get_num_bytes visits every number (of 1-d examples), one
+#    row at a time of bigger ones (and then counts 4 bytes per row); keyed handlers size twice.
+def test_pytorch_get_num_bytes_walks_every_number_and_keyed_handlers_size_each_batch_twice(monkeypatch):
+  import torch
+  from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
+  handler = PytorchModelHandlerTensor(state_dict_path="unused.pt", model_class=torch.nn.Identity)
+  calls = []
+  element_size = torch.Tensor.element_size
+  monkeypatch.setattr(torch.Tensor, "element_size", lambda self: calls.append(1) or element_size(self))
+  assert handler.get_num_bytes([torch.zeros(64) for _ in range(32)]) == 32 * 64 * 4
+  assert len(calls) == 32 * 64  # one Python call per number
+  assert handler.get_num_bytes([torch.zeros(1024, 64)]) == 1024 * 4  # a block: rows x 4 bytes, not 262,144
+  monkeypatch.undo()
+
+  Counting.sized.clear()
+  pipeline = beam.Pipeline(options=in_memory())
+  keyed = OneByOneKeyedHandler([KeyModelMapping(["a"], Counting("a")), KeyModelMapping(["b"], Counting("b"))])
+  _ = pipeline | beam.Create([("abab"[i], i) for i in range(4)]) | RunInference(keyed)
+  pipeline.run().wait_until_finish()
+  assert Counting.sized == [1] * 8  # 4 batches of one, each sized twice (in run_inference and by RunInference)
+
+
+class Counting(WhereHandler):
+  """Counts the batches Beam sizes (pickled by reference: the in-memory runner shares `sized`)."""
+
+  sized: list = []
+
+  def get_num_bytes(self, batch):
+    Counting.sized.append(len(batch))
+    return 0
+
+
+# 4. A keyed handler with several models is one object per machine: every worker process
+#    uses the models of the process that created it, and each process's first batch adds its hint.
+def test_keyed_models_of_all_worker_processes_live_and_run_in_one_process():
+  ran, left_files = run_helper("workers")
+  assert ran["elements"] == 2 * ran["per_worker"]
+  assert len(ran["caller_pids"]) == 2  # two worker processes called the models...
+  assert len(ran["forward_pids"]) == 1 and ran["load_pids"] == ran["forward_pids"]  # ...all in one of them
+  assert ran["forward_pids"][0] in ran["caller_pids"]
+  # Each worker alternates a, b with hint 1: 2 x 10 loads if the hint held per process. The
+  # cap becomes 2 once the second worker starts, so at most the first worker's 10 and 2 more.
+  assert 2 <= ran["beam_loads"] <= ran["per_worker"] + 2
+  # The workers' servers died with them; their rendezvous files stay.
+  assert any(f.endswith(".address") for f in left_files)
+
+
+def test_each_worker_adds_its_hint_to_the_shared_cap():
+  from apache_beam.options.pipeline_options import PipelineOptions
+  options = PipelineOptions(runner="DirectRunner", direct_num_workers=2, direct_running_mode="multi_threading")
+  pipeline = beam.Pipeline(options=options)
+  parts = [(part, ("ab"[i % 2], i)) for part in ("p0", "p1") for i in range(6)]
+  inference = RunInference(_keyed(hint=1))
+  _ = (pipeline | beam.Create(parts) | beam.GroupByKey() | beam.FlatMap(lambda kv: kv[1]) | inference)
+  pipeline.run().wait_until_finish()
+  entry = multi_process_shared._process_level_singleton_manager.entries[inference._model_tag + "0"]
+  assert type(entry.obj).__name__ == "_ModelHandlerManager"
+  assert entry.obj._max_models == 2  # hint 1, added once by each of the 2 workers
+
+
+# 5. A key listed twice in one KeyModelMapping is rejected as if it named two models.
+def test_a_key_listed_twice_in_one_mapping_is_rejected():
+  with pytest.raises(ValueError, match="key b maps to multiple model handlers"):
+    KeyedModelHandler([KeyModelMapping(["a"], WhereHandler("a")), KeyModelMapping(["b", "b"], WhereHandler("b"))])
+
+
+# 6. use_model_manager=True without nvidia-smi: 16,000 MB, nothing used, every model 0 MB.
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="measured on a machine without nvidia-smi")
+def test_model_manager_without_a_gpu_sees_16000_mb_free_and_every_model_costs_nothing():
+  from apache_beam.ml.inference.model_manager import ModelManager
+  manager = ModelManager()
+  try:
+    assert manager._monitor.get_stats() == (0.0, 0.0, 16000.0)
+    loaded = []
+    for tag in ("m1", "m2", "m1"):
+      model = manager.acquire_model(tag, lambda: loaded.append(bytearray(8 * 2**20)) or loaded[-1])
+      manager.release_model(tag, model)
+    assert manager._estimator.estimates == {"m1": 0.0, "m2": 0.0}
+    # A model seen for the first time empties the manager first ("isolation mode"): m2's arrival
+    # deleted m1, so the third request loaded m1 again.
+    assert len(loaded) == 3
+  finally:
+    manager.shutdown()
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="measured on a machine without nvidia-smi")
+def test_use_model_manager_runs_each_model_in_a_process_of_its_own():
+  ran, left_files = run_helper("model_manager")
+  a, b = ran["forward_pids"]["A"], ran["forward_pids"]["B"]
+  assert len(a) == 1 and len(b) == 1 and a != b and ran["main_pid"] not in a + b
+  assert set(a + b) <= set(ran["model_processes"])  # spawned processes, still alive after the run
+  assert (ran["total_mb"], ran["used_mb"], ran["peak_mb"]) == (16000.0, 0.0, 0.0)
+  assert ran["estimates_mb"] == [0.0, 0.0]
+  assert ran["models_held"] == 2 and ran["models_spawned"] >= 2
+  assert "model_manager.address" in left_files  # one manager per temp dir: per machine
+
+
+# 7. model_byte_size is the growth of the process's peak RSS, not the model's size.
+def test_model_byte_size_is_a_difference_of_peak_rss():
+  ran, _ = run_helper("byte_size")
+  assert len(ran["grew_mb"]) == 4 and min(ran["grew_mb"]) > 0.9 * ran["model_mb"]  # each load took 48 MB
+  count, total_mb, smallest_mb, largest_mb = ran["byte_size"]["model_byte_size"]
+  assert count == 4
+  assert largest_mb > 0.5 * ran["model_mb"]  # the first load raised the peak
+  assert smallest_mb < 0.1 * ran["model_mb"]  # reloads under that peak report about nothing
+  assert total_mb < 2 * ran["model_mb"]  # 4 loads of 48 MB reported as at most 2
+
+
+# 8. Without scipy, every RunInference reports model memory as 0.
+def test_without_scipy_model_memory_is_reported_as_zero():
+  ran, _ = run_helper("no_scipy")
+  assert ran["resource_is_none"] and ran["model_manager_is_none"]  # `resource` fell with the manager
+  assert ran["memory_reading"] == 0
+  assert min(ran["grew_mb"]) > 40 and ran["byte_size_metrics"] >= 1 and ran["byte_size_sum_mb"] == 0
+
+
+# 9. The InteractiveRunner's result has no metrics; the DaskRunner loses outputs and branches.
+def test_interactive_runner_result_has_no_metrics():
+  from mmkit.pipelines import forget_interactive_pipeline, new_pipeline
+  pipeline = new_pipeline("interactive")
+  counter = beam.metrics.Metrics.counter("findings", "seen")
+  _ = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: counter.inc() or x)
+  try:
+    result = pipeline.run()
+    result.wait_until_finish()
+    with pytest.raises(NotImplementedError):
+      result.metrics()
+    # The runner it wraps counted them: the workaround reads that one's metrics.
+    counters = result._underlying_result.metrics().query()["counters"]
+    assert sum(c.committed for c in counters if c.key.metric.name == "seen") == 3
+  finally:
+    forget_interactive_pipeline(pipeline)
+
+
+class _EmitsInFinishBundle(beam.DoFn):
+  def process(self, element):
+    yield ("process", element)
+
+  def finish_bundle(self):
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.windowed_value import WindowedValue
+    yield WindowedValue(("finish_bundle", 0), -1, [GlobalWindow()])
+
+
+def test_dask_runner_drops_finish_bundle_outputs_and_runs_only_the_last_branch():
+  pytest.importorskip("dask.distributed", reason="needs dask: pip install 'apache-beam[dask]==2.77.0'")
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.runners.dask.dask_runner import DaskRunner
+  seen = os.path.join(tempfile.mkdtemp(prefix="beam_findings_dask_"), "seen")
+  os.mkdir(seen)
+
+  def mark(branch):
+    def write(element):
+      with open(os.path.join(seen, f"{branch}-{element[0]}-{element[1]}"), "w"):
+        pass
+    return write
+
+  try:
+    pipeline = beam.Pipeline(runner=DaskRunner(), options=PipelineOptions(["--dask_client_address=" ""]))
+    data = pipeline | beam.Create([1, 2])
+    _ = data | "A" >> beam.ParDo(_EmitsInFinishBundle()) | "MarkA" >> beam.Map(mark("A"))
+    _ = data | "B" >> beam.ParDo(_EmitsInFinishBundle()) | "MarkB" >> beam.Map(mark("B"))
+    pipeline.run().wait_until_finish()
+    marks = sorted(os.listdir(seen))
+    assert not any("finish_bundle" in m for m in marks)
+    assert {m.split("-")[0] for m in marks} == {"B"}
+  finally:
+    shutil.rmtree(os.path.dirname(seen), ignore_errors=True)
