@@ -107,7 +107,7 @@ def keyed_run(n: int, blocks_per_batch: int, share: bool,
 CONFIGS = ((1, True), (32, True), (1, False), (32, False))
 
 
-def keyed_breakdown(n: int, repeats: int, configs=CONFIGS) -> list[dict]:
+def keyed_breakdown(n: int, repeats: int, configs=CONFIGS, tiny: bool = True) -> list[dict]:
   """Rows per configuration: median seconds (at n rows and at one block: start-up), median
   ratio to raw torch (measured just before each run), counted calls, others' CPU share."""
   from mmkit import benchmark
@@ -116,7 +116,7 @@ def keyed_breakdown(n: int, repeats: int, configs=CONFIGS) -> list[dict]:
   for size, share in configs:
     keyed_run(benchmark.BLOCK, size, share)  # warm-up: imports, model files
   rows = []
-  for tiny in (False, True):
+  for tiny in (False, True) if tiny else (False,):
     results = {config: [] for config in configs}
     for _ in range(repeats):
       for config in configs:
@@ -144,13 +144,22 @@ def breakdown_command(argv) -> int:
   parser.add_argument("--keyed-breakdown", action="store_true")
   parser.add_argument("--elements", type=int, default=200_000)
   parser.add_argument("--repeats", type=int, default=3)
+  default = [f"{size}:{'shared' if share else 'local'}" for size, share in CONFIGS]
+  parser.add_argument("--configs", nargs="+", default=default,
+                      help="BLOCKS:shared or BLOCKS:local, e.g. 1:shared 32:local (default: 4)")
+  parser.add_argument("--no-tiny", action="store_true", help="skip the runs with the tiny model")
   parser.add_argument("--json", action="store_true")
   args = parser.parse_args(argv)
+  try:
+    configs = [(int(c.split(":")[0]), {"shared": True, "local": False}[c.split(":")[1]])
+               for c in args.configs]
+  except (ValueError, KeyError, IndexError):
+    parser.error(f"--configs: each is BLOCKS:shared or BLOCKS:local, got {args.configs}")
   if args.elements < 1 or args.repeats < 1:
     parser.error("--elements and --repeats must be >= 1")
   import logging
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
-  rows = keyed_breakdown(args.elements, args.repeats)
+  rows = keyed_breakdown(args.elements, args.repeats, configs, tiny=not args.no_tiny)
   if args.json:
     print(json.dumps(rows, indent=1))
   else:
