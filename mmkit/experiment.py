@@ -34,6 +34,7 @@ class KeyedRun:
   runner: str = "direct"
   seed: int = 0
   group: str = "none"  # none | gbk | batches: what reaches RunInference together (see KeyedInference)
+  spread: bool = False  # reshuffle after Create, so several worker processes share the elements
 
   def validate(self) -> "KeyedRun":
     """Raises ValueError naming the bad setting and the fix; returns self."""
@@ -82,9 +83,10 @@ def keyed_pipeline(run: KeyedRun, handlers: dict, options: Optional[PipelineOpti
   examples = keyed_examples(data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed)
   pipeline = new_pipeline(run.runner, options)
   _ = (pipeline
-       # Keep the stream's order: swaps depend on it. (With several worker processes this sends
-       # the one bundle to one worker; reshuffling spreads it but ran 8x slower here: docs/runners.md.)
-       | "Examples" >> beam.Create(examples, reshuffle=False)
+       # Keep the stream's order: swaps depend on it. With several worker processes that sends
+       # the one bundle to one worker; `spread` reshuffles, so every worker gets some
+       # (and the order, hence the simulator's prediction, is lost): docs/runners.md.
+       | "Examples" >> beam.Create(examples, reshuffle=run.spread)
        | "Infer" >> KeyedInference(keyed_handler(handlers, run.hint, run.batch_size), run.group, log_dir)
        | "CountOut" >> beam.ParDo(CountElements("elements_out", log_dir)))
   return pipeline
@@ -134,5 +136,7 @@ def predicted_loads(run: KeyedRun) -> dict:
   accesses = model_accesses(data.key_stream(run.stream, keys, run.elements, seed=run.seed),
                             run.batch_size, group=run.group)
   capacity = run.hint if run.hint is not None else len(keys)
+  if run.spread:  # a reshuffled stream has no order to replay
+    return {"simulated_loads": None, "optimal_loads": None}
   return {"simulated_loads": simulate_lru(accesses, run.hint).loads,
           "optimal_loads": optimal_loads(accesses, capacity)}

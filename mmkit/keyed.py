@@ -9,14 +9,15 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, ModelHandler
+from apache_beam.ml.inference.base import (KeyedModelHandler, KeyModelMapping, ModelHandler,
+                                           _ModelHandlerManager)
 from apache_beam.utils import multi_process_shared
 
 from mmkit.deadletter import ServeAloneOnFailure
 
-__all__ = ["FixedBatchKeyedModelHandler", "keyed_handler", "release_resident_models", "stop_proxy_servers",
+__all__ = ["FixedBatchKeyedModelHandler", "ObservedModelManager", "keyed_handler", "release_resident_models", "retire_models", "stop_proxy_servers",
            "remove_stale_rendezvous_files", "return_freed_memory"]
 
 
@@ -53,10 +54,61 @@ class FixedBatchKeyedModelHandler(ServeAloneOnFailure, KeyedModelHandler):
   def should_skip_batching(self) -> bool:
     return self._prebatched
 
+  def load_model(self):
+    if self._single_model:
+      return super().load_model()
+    return ObservedModelManager(self._id_to_mh_map)
+
   def batch_elements_kwargs(self) -> Mapping[str, Any]:
     if self.batch_size is None:
       return super().batch_elements_kwargs()
     return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
+
+
+class ObservedModelManager(_ModelHandlerManager):
+  """Beam's keyed model manager, telling what it decides and stopping what it forgets (04_memory).
+
+  Beam's manager evicts the least recently used model before it loads one more than its
+  cap, and raises the cap by the hint the first time each process uses it
+  (`increment_max_models`). Neither is visible from outside, and an evicted model is freed
+  only when the last batch holding it lets go. So each decision is recorded on the traced
+  handler it concerns: `evict` (with the cap) and `cap` (the new cap, from Beam's own
+  field). Untraced handlers record nothing. And once an evicted model is freed, its proxy
+  server is stopped (`retire_models`), which Beam never does. Relies on Beam 2.77's private
+  `_ModelHandlerManager` (`tests/test_beam_findings.py` guards it).
+  """
+
+  def __init__(self, mh_map: dict[str, ModelHandler]):
+    super().__init__(mh_map)
+    self._retiring: set[str] = set()  # tags of evicted models whose proxy server still runs
+
+  def load(self, key: str):
+    victim = None
+    if (key not in self._tag_map and self._max_models is not None
+        and self._max_models < len(self._tag_map) + 1 and self._tag_map):
+      victim = next(iter(self._tag_map))  # Beam's LRU order: the oldest entry goes first
+      self._retiring.add(self._tag_map[victim])
+      _record(self._mh_map[victim], "evict", cap=self._max_models, resident=len(self._tag_map))
+    stats = super().load(key)
+    if self._retiring:
+      # Beam never stops an evicted model's server; left running, they slow the whole run.
+      self._retiring = retire_models(self._retiring)
+    return stats
+
+  def increment_max_models(self, increment: int):
+    super().increment_max_models(increment)
+    for mh in self._mh_map.values():
+      if _record(mh, "cap", n=self._max_models, increment=increment):
+        break  # once per decision, on the first traced handler
+
+
+def _record(handler: ModelHandler, event: str, **fields) -> bool:
+  """Records `event` on a traced handler (`mmkit.tracing.TracedModelHandler`); False if untraced."""
+  record = getattr(handler, "record", None)
+  if record is None:
+    return False
+  record(event, **fields)
+  return True
 
 
 def keyed_handler(handlers: Mapping[str, ModelHandler], hint: Optional[int] = None,
@@ -79,24 +131,45 @@ def release_resident_models() -> int:
   the rendezvous files Beam wrote in the temp dir.
   """
   manager = multi_process_shared._process_level_singleton_manager
-  freed, addresses = 0, set()
-  for tag, entry in list(manager.entries.items()):
-    # Tags Beam makes per run start with a uuid4 hex: keyed models (the bare uuid), and each
-    # RunInference's model status and copies (uuid + suffix). Other singletons are left alone.
-    if not (isinstance(tag, str) and len(tag) >= 32 and _is_hex(tag[:32])):
-      continue
-    if entry.initialied:
-      entry.unsafe_hard_delete()
-      freed += len(tag) == 32
-    del manager.entries[tag]
-    address = _read_address(os.path.join(tempfile.gettempdir(), tag + ".address"))
-    if address:
-      addresses.add(address)
-  stop_proxy_servers(addresses)
-  _forget_proxy_connections(addresses)
-  remove_stale_rendezvous_files()  # the stopped servers' files, and those of dead worker processes
+  # Tags Beam makes per run start with a uuid4 hex: keyed models (the bare uuid), and each
+  # RunInference's model status and copies (uuid + suffix). Other singletons are left alone.
+  tags = [tag for tag in list(manager.entries)
+          if isinstance(tag, str) and len(tag) >= 32 and _is_hex(tag[:32])]
+  freed = sum(1 for tag in tags if len(tag) == 32 and manager.entries[tag].initialied)
+  retire_models(tags, force=True)
+  remove_stale_rendezvous_files()  # those of dead worker processes' servers
   return_freed_memory()
   return freed
+
+
+def retire_models(tags: Iterable[str], force: bool = False) -> set[str]:
+  """Stops the proxy servers of these shared models once freed (`force`: frees them first).
+
+  Returns the tags whose model something still holds (left for a later call). A server's
+  thread wakes every second, so each one left running costs every later step of a run a
+  little: a thrashing run that never stops them slows down as it goes (measured: 13 ms per
+  load over 200 loads, 47 ms per load over 1,600: docs/beam_findings.md).
+  """
+  manager = multi_process_shared._process_level_singleton_manager
+  addresses, held, files = set(), set(), []
+  for tag in tags:
+    entry = manager.entries.get(tag)
+    if entry is not None and entry.initialied:
+      if not force:
+        held.add(tag)
+        continue
+      entry.unsafe_hard_delete()
+    manager.entries.pop(tag, None)
+    address_file = os.path.join(tempfile.gettempdir(), tag + ".address")
+    address = _read_address(address_file)
+    if address:
+      addresses.add(address)
+      files.append(address_file)
+  stop_proxy_servers(addresses)
+  _forget_proxy_connections(addresses)
+  for address_file in files:
+    _remove_rendezvous_files(address_file)
+  return held
 
 
 def remove_stale_rendezvous_files(directory: Optional[str] = None) -> int:
@@ -110,8 +183,6 @@ def remove_stale_rendezvous_files(directory: Optional[str] = None) -> int:
   """
   import glob
   import socket
-
-  import fasteners
   removed = 0
   for address_file in glob.glob(os.path.join(directory or tempfile.gettempdir(), "*.address")):
     tag = os.path.basename(address_file)[: -len(".address")]
@@ -127,18 +198,25 @@ def remove_stale_rendezvous_files(directory: Optional[str] = None) -> int:
       pass
     except OSError:
       continue
-    lock = fasteners.InterProcessLock(address_file[: -len(".address")] + ".lock")
-    if lock.acquire(blocking=False):
-      try:
-        for path in (address_file, lock.path):
-          try:
-            os.remove(path)
-          except OSError:
-            pass
-        removed += 1
-      finally:
-        lock.release()
+    removed += _remove_rendezvous_files(address_file)
   return removed
+
+
+def _remove_rendezvous_files(address_file: str) -> bool:
+  """Removes `<tag>.address` and `<tag>.lock` unless another process holds the lock."""
+  import fasteners
+  lock = fasteners.InterProcessLock(address_file[: -len(".address")] + ".lock")
+  if not lock.acquire(blocking=False):
+    return False
+  try:
+    for path in (address_file, lock.path):
+      try:
+        os.remove(path)
+      except OSError:
+        pass
+  finally:
+    lock.release()
+  return True
 
 
 def return_freed_memory() -> bool:

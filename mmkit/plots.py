@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
 
-__all__ = ["sweep_figure", "memory_timeline_figure", "workers_figure"]
+__all__ = ["sweep_figure", "memory_timeline_figure", "workers_figure", "worker_names"]
 
 LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR = "#1f77b4", "#d62728", "#2ca02c"
 
@@ -19,11 +19,12 @@ def sweep_figure(rows: Sequence[dict], grouped_loads: Optional[Sequence[int]] = 
   beam = [(h, r["beam_loads"]) for h, r in zip(hints, rows) if r.get("beam_loads") is not None]
   if beam:
     ax.plot(*zip(*beam), "k_", markersize=22, markeredgewidth=2, label="Beam's own count")
-  if all("simulated_loads" in r for r in rows):
+  if all(r.get("simulated_loads") is not None for r in rows):  # None: a reshuffled stream
     ax.plot(hints, [r["simulated_loads"] for r in rows], "x", color="#ff7f0e", markersize=9,
             markeredgewidth=2, label="simulated LRU")
     ax.plot(hints, [r["optimal_loads"] for r in rows], "s--", color="#7f7f7f", label="optimal (Belady)")
-  if grouped_loads is not None and rows[0].get("group", "none") == "none":
+  if (grouped_loads is not None and None not in grouped_loads
+      and rows[0].get("group", "none") == "none"):
     ax.plot(hints, grouped_loads, "^:", color=RELEASE_COLOR, label="with GroupByKey (simulated)")
   ax.set_xlabel("max_models_per_worker_hint")
   ax.set_ylabel("model loads")
@@ -72,25 +73,48 @@ def memory_timeline_figure(report, ax=None, title: Optional[str] = None):
   return fig
 
 
+def worker_names(report) -> dict[str, str]:
+  """'worker 1', 'worker 2', ... in order of process id ('main' for the pipeline's own process)."""
+  names, n = {}, 0
+  for pid, w in report.workers().items():
+    if w["role"] == "worker":
+      n += 1
+    names[pid] = f"worker {n}" if w["role"] == "worker" else w["role"]
+  return names
+
+
 def workers_figure(report, title: Optional[str] = None):
-  """Memory of each process over a run (main and Beam's workers), and model loads per worker."""
+  """Per process: memory over the run with its loads ticked; elements, loads and proxied batches.
+
+  With Beam 2.77's shared keyed manager one process loads every model and the others send
+  their batches to it through a localhost proxy: the right panel shows who did what.
+  """
   frame = report.memory_frame()
   workers = report.workers()
-  fig, (mem, loads) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [3, 2]})
-  for (pid, role), rows in frame.groupby(["pid", "role"]):
-    if role == "child" or rows["rss_mb"].max() < 50:
-      continue  # shells and helpers: a few MB each
-    mem.plot(rows["t"], rows["rss_mb"], label=f"{role} {pid}", linewidth=1.2)
-  mem.set_xlabel("seconds since the run started")
+  names = worker_names(report)
+  fig, (mem, bars) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+  loads = report.to_frame()
+  loads = loads[loads["event"] == "load"]
+  for pid, name in names.items():
+    rows = frame[frame["pid"] == int(pid)]
+    line, = mem.plot(rows["t"], rows["rss_mb"], label=name, linewidth=1.2)
+    ticks = loads[loads["pid"] == int(pid)]
+    if len(ticks):  # thin ticks at the bottom: when this process loaded a model
+      mem.plot(ticks["t"], [0] * len(ticks), "|", color=line.get_color(), markersize=10, alpha=0.6)
+  mem.set_xlabel("seconds since the run started (ticks at the bottom: model loads)")
   mem.set_ylabel("memory (RSS, MB)")
   mem.set_ylim(bottom=0)
   mem.legend(fontsize=8, loc="lower right")
-  mem.set_title(title or f"hint={report.extra.get('hint')} per worker process", fontsize=10)
-  names = [f"{w['role']} {pid}" for pid, w in workers.items()]
-  bars = loads.bar(names, [w["loads"] for w in workers.values()], color=LOAD_COLOR)
-  loads.bar_label(bars, fontsize=8, padding=2)
-  loads.set_ylabel("model loads")
-  loads.set_title("Loads per worker process", fontsize=10)
-  loads.tick_params(axis="x", labelrotation=15, labelsize=8)
+  mem.set_title(title or f"hint={report.extra.get('hint')}: memory per process", fontsize=10)
+  kinds = [("elements", "elements served / 10", 0.1), ("loads", "model loads", 1),
+           ("proxied_batches", "batches served through the proxy", 1)]
+  width = 0.8 / len(kinds)
+  for i, (field, label, scale) in enumerate(kinds):
+    xs = [j + (i - 1) * width for j in range(len(names))]
+    b = bars.bar(xs, [workers[pid][field] * scale for pid in names], width, label=label)
+    bars.bar_label(b, labels=[str(workers[pid][field]) for pid in names], fontsize=7, padding=1)
+  bars.set_xticks(range(len(names)), list(names.values()))
+  bars.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+  bars.set_title(f"Who did what (cap in force: {report.effective_cap})", fontsize=10)
   fig.tight_layout()
   return fig

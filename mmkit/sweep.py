@@ -17,13 +17,13 @@ from mmkit import data
 from mmkit.pipelines import GROUPINGS, RUNNERS
 
 COLUMNS = ["hint", "group", "models", "elements", "elements_out", "loads", "beam_loads",
-           "simulated_loads", "optimal_loads", "releases", "peak_rss_mb", "seconds"]
+           "simulated_loads", "optimal_loads", "releases", "load_ms", "peak_rss_mb", "seconds"]
 
 
 def sweep_reports(models: int = 8, hints: Sequence[Optional[int]] = (1, 2, 4, 8), elements: int = 2000,
                   stream: str = "zipf", model_mb: Optional[float] = None, batch_size: int = 32,
                   runner: str = "direct", seed: int = 0, group: str = "none", progress: bool = True,
-                  isolate: bool = True) -> list:
+                  isolate: bool = True, spread: bool = False) -> list:
   """One traced keyed run per hint; returns their RunReports (timelines included).
 
   `isolate` runs each hint in a fresh process, so peak memory compares like with like.
@@ -31,7 +31,8 @@ def sweep_reports(models: int = 8, hints: Sequence[Optional[int]] = (1, 2, 4, 8)
   from tqdm.auto import tqdm
 
   from mmkit.experiment import KeyedRun, run_keyed
-  runs = [KeyedRun(models, hint, elements, stream, model_mb, batch_size, runner, seed, group).validate()
+  runs = [KeyedRun(models, hint, elements, stream, model_mb, batch_size, runner, seed, group,
+                   spread).validate()
           for hint in hints]
   reports = []
   bar = tqdm(runs, desc="sweep", unit="run", disable=not progress, file=sys.stderr)
@@ -112,6 +113,8 @@ def _check(args) -> Optional[str]:
   for name in ("models", "elements", "batch_size"):
     if getattr(args, name) < 1:
       return f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
+  if args.spread and args.runner != "multiprocess":
+    return "--spread needs --runner multiprocess (one process has nothing to spread over)"
   if args.model_mb is not None and args.model_mb <= 0:
     return f"--model-mb must be > 0, got {args.model_mb}"
   if args.model_mb is None and args.models > len(data.SOURCES):
@@ -126,7 +129,8 @@ def run_command(args, parser) -> int:
     parser.exit(2, f"python -m mmkit sweep: error: {problem}\n")
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
   reports = sweep_reports(args.models, args.hints, args.elements, args.stream, args.model_mb, args.batch_size,
-                          args.runner, args.seed, args.group, progress=not args.no_progress)
+                          args.runner, args.seed, args.group, progress=not args.no_progress,
+                          spread=args.spread)
   rows = [r.summary() for r in reports]
   print(json.dumps(rows, indent=1) if args.json else format_table(rows))
   if args.out:
@@ -152,6 +156,9 @@ def add_parser(commands) -> None:
   p.add_argument("--group", choices=GROUPINGS, default="none",
                  help="none: the stream as it comes; gbk: GroupByKey before inference; "
                       "batches: GroupIntoBatches per key")
+  p.add_argument("--spread", action="store_true",
+                 help="reshuffle the elements so every worker process gets some (multiprocess); "
+                      "loses the stream's order, so no simulated loads")
   p.add_argument("--seed", type=int, default=0, help="seed of the key stream and the examples")
   p.add_argument("--out", metavar="DIR", help="also write sweep.csv and sweep.png here")
   p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")

@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import threading
 import time
 import weakref
+from multiprocessing.managers import BaseProxy
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
@@ -36,31 +38,68 @@ MB = 2**20
 __all__ = ["TracedModelHandler", "Tracer", "RunReport", "MemorySampler", "beam_load_counts"]
 
 
-def _rss_mb(pid: Optional[int] = None) -> float:
+_own_process: Optional[psutil.Process] = None
+
+
+def _rss_mb() -> float:
+  """This process's resident memory; the psutil handle is cached (a new one costs ~30 us more)."""
+  global _own_process
   try:
-    return psutil.Process(pid).memory_info().rss / MB
+    if _own_process is None or _own_process.pid != os.getpid():
+      _own_process = psutil.Process()
+    return _own_process.memory_info().rss / MB
   except psutil.Error:
     return 0.0
 
 
+# One open, line-buffered file per (process, log dir): opening a file for every event cost
+# more than the event itself, and a swapping run writes two events per load.
+_event_files: dict[str, tuple[int, Any]] = {}
+_event_files_lock = threading.Lock()
+
+
 def _append_event(log_dir: str, event: dict) -> None:
   # One file per process: appends from one process never interleave with another's.
-  path = os.path.join(log_dir, f"events-{os.getpid()}.jsonl")
-  try:
-    with open(path, "a", encoding="utf-8") as f:
-      f.write(json.dumps(event) + "\n")
-  except OSError:
-    pass  # The tracer was closed (directory removed) while a model was still alive.
+  line = json.dumps(event) + "\n"
+  pid = os.getpid()
+  with _event_files_lock:
+    entry = _event_files.get(log_dir)
+    try:
+      if entry is None or entry[0] != pid:  # new, or inherited across a fork
+        entry = _event_files[log_dir] = (pid, open(os.path.join(log_dir, f"events-{pid}.jsonl"), "a",
+                                                   encoding="utf-8", buffering=1))
+      entry[1].write(line)
+    except (OSError, ValueError):
+      pass  # The tracer was closed (directory removed) while a model was still alive.
+
+
+def close_event_files(log_dir: str) -> None:
+  """Closes this process's event file for `log_dir` (worker processes' files close as they exit)."""
+  with _event_files_lock:
+    entry = _event_files.pop(log_dir, None)
+  if entry is not None and entry[0] == os.getpid():
+    entry[1].close()
+
+
+def record_event(log_dir: str, event: str, key: str, **fields) -> None:
+  """Appends one event of this process (`load`, `release`, `evict`, `cap`, `count`, `batch`) to a trace."""
+  _append_event(log_dir, {"event": event, "key": key, "pid": os.getpid(), "t": time.time(), **fields})
 
 
 def record_count(log_dir: str, name: str, n: int) -> None:
   """Adds `n` to the count `name` of a traced run (summed over bundles and processes)."""
-  _append_event(log_dir, {"event": "count", "key": name, "n": n, "pid": os.getpid(), "t": time.time()})
+  record_event(log_dir, "count", name, n=n)
 
 
 def _record_release(log_dir: str, key: str, pid: int) -> None:
   _append_event(log_dir, {"event": "release", "key": key, "pid": pid, "t": time.time(),
                           "rss_mb": _rss_mb()})
+
+
+def _is_remote(model: Any) -> bool:
+  """True for a model served through Beam's `MultiProcessShared` from another process."""
+  unwrap = getattr(model, "get_auto_proxy_object", None)
+  return unwrap is not None and isinstance(unwrap(), BaseProxy)
 
 
 class TracedModelHandler(ModelHandler):
@@ -90,22 +129,31 @@ class TracedModelHandler(ModelHandler):
   def load_model(self):
     start = time.time()
     model = self._inner.load_model()
+    end = time.time()
     pid = os.getpid()
-    _append_event(self._log_dir, {"event": "load", "key": self._key, "pid": pid, "t": time.time(),
-                                  "seconds": time.time() - start, "rss_mb": _rss_mb()})
+    _append_event(self._log_dir, {"event": "load", "key": self._key, "pid": pid, "t": end,
+                                  "seconds": end - start, "rss_mb": _rss_mb()})
     try:
       weakref.finalize(model, _record_release, self._log_dir, self._key, pid)
     except TypeError:
       pass  # Objects without weakref support: loads are still counted.
     return model
 
+  def record(self, event: str, **fields) -> None:
+    """Records an event about this handler's model (Beam's manager evicting it: `mmkit.keyed`)."""
+    record_event(self._log_dir, event, self._key, **fields)
+
   def run_inference(self, batch: Sequence[Any], model: Any, inference_args=None) -> Iterable[Any]:
-    if not self._time_batches:
+    # A model Beam serves from another process arrives as a multiprocessing proxy: every
+    # batch then crosses a socket. Those batches are always timed (they are the slow ones).
+    proxied = _is_remote(model)
+    if not (self._time_batches or proxied):
       return self._inner.run_inference(batch, model, inference_args)
     start = time.time()
     predictions = list(self._inner.run_inference(batch, model, inference_args))
     _append_event(self._log_dir, {"event": "batch", "key": self._key, "pid": os.getpid(), "t": start,
-                                  "seconds": time.time() - start, "size": len(batch), "rss_mb": 0.0})
+                                  "seconds": time.time() - start, "size": len(batch),
+                                  "proxied": proxied})
     return predictions
 
   def get_num_bytes(self, batch: Sequence[Any]) -> int:
@@ -146,25 +194,32 @@ class MemorySampler:
   """Samples the resident memory of this process and all its descendants in a thread.
 
   Descendants matter: the multi-processing DirectRunner runs workers as child processes,
-  and Beam can serve shared models from a spawned server process.
+  and Beam can serve shared models from a spawned server process. Finding the descendants
+  means reading every process of the machine (2-3 ms here), so it is done every
+  `refresh_every` samples; each sample in between reads only the known processes' memory
+  (about 20 us each). A process started in between is first sampled up to
+  `interval x refresh_every` (0.5 s) late.
   """
 
-  def __init__(self, interval: float = 0.05):
+  def __init__(self, interval: float = 0.05, refresh_every: int = 10):
     self.interval = interval
+    self.refresh_every = refresh_every
     self.samples: list[dict] = []  # {"t", "pid", "rss_mb", "role"}
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
     self._root = psutil.Process()
     self._roles: dict[int, str] = {}
+    self._procs: list[psutil.Process] = [self._root]
+    self._ticks = 0
 
-  def sample_once(self) -> None:
+  def sample_once(self, refresh: bool = True) -> None:
+    if refresh:
+      try:
+        self._procs = [self._root, *self._root.children(recursive=True)]
+      except psutil.Error:
+        pass
     now = time.time()
-    procs = [self._root]
-    try:
-      procs += self._root.children(recursive=True)
-    except psutil.Error:
-      pass
-    for proc in procs:
+    for proc in self._procs:
       try:
         rss = proc.memory_info().rss / MB
       except psutil.Error:
@@ -185,7 +240,8 @@ class MemorySampler:
 
   def _loop(self) -> None:
     while not self._stop.is_set():
-      self.sample_once()
+      self._ticks += 1
+      self.sample_once(refresh=self._ticks % self.refresh_every == 0)
       self._stop.wait(self.interval)
 
   def start(self) -> "MemorySampler":
@@ -294,25 +350,90 @@ class RunReport:
   def pids(self) -> list[int]:
     return sorted({e["pid"] for e in self.events})
 
-  def workers(self) -> dict[str, dict]:
-    """Per worker process (Beam SDK workers; the pipeline's own process if it loaded models).
+  def resident_steps(self) -> dict[int, list[tuple[float, int]]]:
+    """Models held in memory per process over the run: [(t from start, count)] at each change.
 
-    `max_models_per_worker_hint` is a limit per worker process: each counts its own loads.
+    A model counts from its load until its object is freed (not until Beam evicts it).
+    """
+    steps: dict[int, list[tuple[float, int]]] = defaultdict(list)
+    held: dict[int, int] = defaultdict(int)
+    for e in self.events:
+      if e["event"] in ("load", "release"):
+        held[e["pid"]] += 1 if e["event"] == "load" else -1
+        steps[e["pid"]].append((e["t"] - self.start, held[e["pid"]]))
+    return dict(steps)
+
+  @property
+  def max_resident(self) -> int:
+    """The most models one process held in memory at once."""
+    return max((n for steps in self.resident_steps().values() for _, n in steps), default=0)
+
+  @property
+  def effective_cap(self) -> Optional[int]:
+    """The cap Beam's keyed manager had in force: its own field, raised by the hint each time
+    another process first used the handler (`mmkit.keyed.ObservedModelManager`); None: no cap."""
+    caps = [e["n"] for e in self.events if e["event"] == "cap"]
+    return max(caps) if caps else None
+
+  @property
+  def load_ms(self) -> Optional[float]:
+    """Median time of one model load (ms), as the traced handler saw it; None without loads."""
+    times = sorted(1000 * e["seconds"] for e in self.events if e["event"] == "load")
+    return round(statistics.median(times), 1) if times else None
+
+  def freed_models(self) -> list[dict]:
+    """Each freed model: when Beam's manager evicted it, when it was freed, memory right after.
+
+    `evicted_t` is None for a model freed at the end of the run without an eviction (the
+    kit frees what Beam keeps). `t` and `evicted_t` are seconds from the run's start.
+    """
+    pending: dict[tuple[int, str], list[float]] = defaultdict(list)
+    out = []
+    for e in self.events:
+      if e["event"] == "evict":
+        pending[(e["pid"], e["key"])].append(e["t"])
+      elif e["event"] == "release":
+        evicted = pending[(e["pid"], e["key"])]
+        evicted_t = evicted.pop(0) if evicted else None
+        out.append({"key": e["key"], "pid": e["pid"], "t": e["t"] - self.start,
+                    "evicted_t": None if evicted_t is None else evicted_t - self.start,
+                    "free_lag_ms": None if evicted_t is None else 1000 * (e["t"] - evicted_t),
+                    "rss_mb": e.get("rss_mb")})
+    return out
+
+  def workers(self) -> dict[str, dict]:
+    """Per process that served elements or loaded models (Beam SDK workers, or this process).
+
+    Beam 2.77 shares a keyed handler's model manager across the processes of a machine: one
+    process loads and holds every model and the others are served through a localhost
+    proxy (`proxied_batches`). `elements` are those that left inference in that process.
     """
     peaks: dict[int, float] = {}
     roles: dict[int, str] = {}
     for sample in self.samples:
       peaks[sample["pid"]] = max(peaks.get(sample["pid"], 0.0), sample["rss_mb"])
       roles[sample["pid"]] = sample["role"]
-    loads, releases = defaultdict(int), defaultdict(int)
+    counts = {kind: defaultdict(int) for kind in ("load", "release", "proxied", "elements")}
     for e in self.events:
-      if e["event"] == "load":
-        loads[e["pid"]] += 1
-      elif e["event"] == "release":
-        releases[e["pid"]] += 1
-    pids = sorted({p for p, r in roles.items() if r == "worker"} | set(loads))
-    return {str(pid): {"role": roles.get(pid, "child"), "loads": loads[pid], "releases": releases[pid],
+      if e["event"] in ("load", "release"):
+        counts[e["event"]][e["pid"]] += 1
+      elif e["event"] == "batch" and e.get("proxied"):
+        counts["proxied"][e["pid"]] += 1
+      elif e["event"] == "count" and e["key"] == "elements_out":
+        counts["elements"][e["pid"]] += e["n"]
+    resident = {pid: max(n for _, n in steps) for pid, steps in self.resident_steps().items()}
+    pids = sorted({p for p, r in roles.items() if r == "worker"} | set(counts["load"])
+                  | set(counts["elements"]))
+    return {str(pid): {"role": roles.get(pid, "child"), "elements": counts["elements"][pid],
+                       "loads": counts["load"][pid], "releases": counts["release"][pid],
+                       "max_resident": resident.get(pid, 0),
+                       "proxied_batches": counts["proxied"][pid],
                        "peak_rss_mb": round(peaks.get(pid, 0.0), 1)} for pid in pids}
+
+  def proxied_batch_ms(self) -> Optional[float]:
+    """Median time of one batch served through Beam's proxy from another process (ms)."""
+    times = sorted(1000 * e["seconds"] for e in self.events if e["event"] == "batch" and e.get("proxied"))
+    return round(statistics.median(times), 2) if times else None
 
   def summary(self) -> dict:
     """Plain data, ready for JSON (`workers` only where Beam ran worker processes)."""
@@ -320,6 +441,8 @@ class RunReport:
     extra = {"workers": workers} if any(w["role"] == "worker" for w in workers.values()) else {}
     return {"loads": self.loads, "beam_loads": self.beam_loads, "releases": self.releases,
             "peak_rss_mb": round(self.peak_rss_mb, 1), "seconds": round(self.seconds, 3),
+            "load_ms": self.load_ms, "max_resident": self.max_resident,
+            "effective_cap": self.effective_cap, "proxied_batch_ms": self.proxied_batch_ms(),
             "loads_by_key": self.loads_by_key, "releases_by_key": self.releases_by_key,
             **{k: v for k, v in self.extra.items() if k != "pipeline_end"}, **extra}
 
@@ -396,5 +519,6 @@ class Tracer:
     return report
 
   def close(self) -> None:
+    close_event_files(self.log_dir)
     if self._own_dir:
       shutil.rmtree(self.log_dir, ignore_errors=True)
