@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import sys
 from typing import Any, Iterable, Optional, Sequence
 
@@ -41,8 +42,12 @@ class WhereModel:
   """A 'model' holding `mb` MB of touched memory that answers with the process it ran in."""
 
   def __init__(self, name: str, mb: float = 1.0):
+    import resource
+
     import psutil
     before = psutil.Process().memory_info().rss
+    # How far the current RSS is below the process's peak: a load that fits there raises no peak.
+    self.headroom_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before / MB
     self.name = name
     self.payload = b"\x01" * int(mb * MB)  # written, so resident (a zeroed bytearray may not be)
     self.grew_mb = (psutil.Process().memory_info().rss - before) / MB
@@ -60,7 +65,8 @@ class WhereHandler(ModelHandler):
   def load_model(self) -> WhereModel:
     model = WhereModel(self._name, self._mb)
     if self._log_dir:
-      append(self._log_dir, "loads", {"model": self._name, "pid": os.getpid(), "grew_mb": model.grew_mb})
+      append(self._log_dir, "loads", {"model": self._name, "pid": os.getpid(), "grew_mb": model.grew_mb,
+                                      "headroom_mb": model.headroom_mb})
     return model
 
   def run_inference(self, batch: Sequence[Any], model: Any, inference_args: Optional[dict] = None) -> Iterable:
@@ -156,7 +162,8 @@ def run_model_manager(out: str) -> dict:
           "all_children": sorted(p.pid for p in psutil.Process().children(recursive=True)),
           "used_mb": used, "peak_mb": peak, "total_mb": total,
           "estimates_mb": sorted(float(v) for v in manager._estimator.estimates.values()),
-          "models_spawned": len({os.path.basename(p).rsplit(".", 1)[0] for p in glob.glob(os.path.join(tmp, "*_*.lock"))}),
+          # A spawned model's tag is <RunInference tag>_<uuid4 hex>: its lock file stays.
+          "models_spawned": sum(bool(re.fullmatch(r"[0-9a-f]{32}_[0-9a-f]{32}\.lock", f)) for f in os.listdir(tmp)),
           "models_held": sum(len(v) for v in manager._models.values())}
 
 
@@ -169,7 +176,8 @@ def run_byte_size(out: str, mb: float = 48.0) -> dict:
   result = pipeline.run()
   result.wait_until_finish()
   found = distributions(result, "model_byte_size")
-  return {"model_mb": mb, "grew_mb": [r["grew_mb"] for r in read(out, "loads")],
+  loads = read(out, "loads")
+  return {"model_mb": mb, "grew_mb": [r["grew_mb"] for r in loads], "headroom_mb": [r["headroom_mb"] for r in loads],
           "byte_size": {k: [v[0], v[1] / MB, v[2] / MB, v[3] / MB] for k, v in found.items()}}
 
 

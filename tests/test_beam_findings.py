@@ -39,36 +39,69 @@ def free_beams_leftovers():
   release_resident_models()
 
 
-def run_helper(mode: str, timeout: float = 240) -> tuple[dict, list]:
-  """Runs beam_findings_helpers.py MODE in a session and temp dir of its own.
+class HelperRun:
+  """beam_findings_helpers.py MODE, started at once, in a session and a temp dir of its own.
 
-  Returns what it measured and the files it left in its temp dir. Fails if any process of
-  the session (Beam's workers, model processes) outlives it; the temp dir is removed.
+  The runs that need processes of their own start together when the module starts (they are
+  mostly Python start-up, and overlap well), and each test then waits for its run's result.
   """
-  tmp = tempfile.mkdtemp(prefix="beam_findings_")
-  out = os.path.join(tmp, "out")
-  os.mkdir(out)
-  env = dict(os.environ, TMPDIR=tmp, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
-  child = subprocess.Popen([sys.executable, os.path.join(HERE, "beam_findings_helpers.py"), mode, out],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-  try:
-    stdout, stderr = child.communicate(timeout=timeout)
-    left_behind = _session_processes(child.pid)
-    # Model processes end when their parent's pipe closes: give them a moment, then kill.
-    _, alive = psutil.wait_procs(left_behind, timeout=10)
-    for p in alive:
-      p.kill()
-    left_files = sorted(os.path.relpath(os.path.join(d, f), tmp) for d, _, fs in os.walk(tmp) for f in fs
-                        if not d.startswith(out))
-  except subprocess.TimeoutExpired:
-    os.killpg(child.pid, 9)
-    child.communicate()
-    pytest.fail(f"{mode} run hung for {timeout} s")
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-  assert child.returncode == 0, stderr[-3000:]
-  assert not alive, f"processes outlived the {mode} run: {[p.pid for p in alive]}"
-  return json.loads(stdout.strip().splitlines()[-1]), left_files
+
+  def __init__(self, mode: str):
+    self.mode = mode
+    self.tmp = tempfile.mkdtemp(prefix="beam_findings_")
+    self.out = os.path.join(self.tmp, "out")
+    os.mkdir(self.out)
+    env = dict(os.environ, TMPDIR=self.tmp, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+    self.child = subprocess.Popen([sys.executable, os.path.join(HERE, "beam_findings_helpers.py"), mode, self.out],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                  start_new_session=True)
+
+  def result(self, timeout: float = 300) -> tuple[dict, list]:
+    """What the run measured, and the files it left in its temp dir (Beam's, not the run's own).
+
+    Fails if the run hangs or if any process of its session (Beam's workers, model
+    processes) outlives it.
+    """
+    try:
+      stdout, stderr = self.child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      self.close()
+      pytest.fail(f"the {self.mode} run hung for {timeout} s")
+    # Model processes end when their parent's pipe closes: a moment for that, then they are killed.
+    _, alive = psutil.wait_procs(_session_processes(self.child.pid), timeout=10)
+    for process in alive:
+      process.kill()
+    left_files = sorted(os.path.relpath(os.path.join(d, f), self.tmp) for d, _, files in os.walk(self.tmp)
+                        for f in files if not d.startswith(self.out))
+    self.close()
+    assert self.child.returncode == 0, stderr[-3000:]
+    assert not alive, f"processes outlived the {self.mode} run: {[p.pid for p in alive]}"
+    return json.loads(stdout.strip().splitlines()[-1]), left_files
+
+  def close(self) -> None:
+    if self.child.poll() is None:
+      os.killpg(self.child.pid, 9)
+      self.child.communicate()
+    shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# The tests that read a HelperRun, and its mode.
+HELPER_RUNS = {
+    "test_keyed_models_of_all_worker_processes_live_and_run_in_one_process": "workers",
+    "test_use_model_manager_runs_each_model_in_a_process_of_its_own": "model_manager",
+    "test_model_byte_size_is_a_difference_of_peak_rss": "byte_size",
+    "test_without_scipy_model_memory_is_reported_as_zero": "no_scipy",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runs(request):
+  """Starts the HelperRuns of the selected tests when the module starts; ends them all after it."""
+  selected = {item.name for item in request.session.items}
+  started = {mode: HelperRun(mode) for name, mode in HELPER_RUNS.items() if name in selected}
+  yield started
+  for run in started.values():
+    run.close()
 
 
 def _session_processes(sid: int) -> list:
@@ -163,8 +196,8 @@ class Counting(WhereHandler):
 
 # 4. A keyed handler with several models is one object per machine: every worker process
 #    uses the models of the process that created it, and each process's first batch adds its hint.
-def test_keyed_models_of_all_worker_processes_live_and_run_in_one_process():
-  ran, left_files = run_helper("workers")
+def test_keyed_models_of_all_worker_processes_live_and_run_in_one_process(runs):
+  ran, left_files = runs["workers"].result()
   assert ran["elements"] == 2 * ran["per_worker"]
   assert len(ran["caller_pids"]) == 2  # two worker processes called the models...
   assert len(ran["forward_pids"]) == 1 and ran["load_pids"] == ran["forward_pids"]  # ...all in one of them
@@ -215,11 +248,14 @@ def test_model_manager_without_a_gpu_sees_16000_mb_free_and_every_model_costs_no
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="measured on a machine without nvidia-smi")
-def test_use_model_manager_runs_each_model_in_a_process_of_its_own():
-  ran, left_files = run_helper("model_manager")
+def test_use_model_manager_runs_each_model_in_a_process_of_its_own(runs):
+  ran, left_files = runs["model_manager"].result()
   a, b = ran["forward_pids"]["A"], ran["forward_pids"]["B"]
-  assert len(a) == 1 and len(b) == 1 and a != b and ran["main_pid"] not in a + b
-  assert set(a + b) <= set(ran["model_processes"])  # spawned processes, still alive after the run
+  assert a and b and not set(a) & set(b) and ran["main_pid"] not in a + b, ran
+  # Every model load spawned a process (a Python with Beam and torch) that served it...
+  assert len(a) + len(b) == ran["models_spawned"] >= 2
+  # ...and those of the models still held are alive after the run (the rest were flushed).
+  assert ran["models_held"] == 2 and len(ran["model_processes"]) == 2 and set(ran["model_processes"]) <= set(a + b)
   assert (ran["total_mb"], ran["used_mb"], ran["peak_mb"]) == (16000.0, 0.0, 0.0)
   assert ran["estimates_mb"] == [0.0, 0.0]
   assert ran["models_held"] == 2 and ran["models_spawned"] >= 2
@@ -227,19 +263,21 @@ def test_use_model_manager_runs_each_model_in_a_process_of_its_own():
 
 
 # 7. model_byte_size is the growth of the process's peak RSS, not the model's size.
-def test_model_byte_size_is_a_difference_of_peak_rss():
-  ran, _ = run_helper("byte_size")
-  assert len(ran["grew_mb"]) == 4 and min(ran["grew_mb"]) > 0.9 * ran["model_mb"]  # each load took 48 MB
+def test_model_byte_size_is_a_difference_of_peak_rss(runs):
+  ran, _ = runs["byte_size"].result()
+  model_mb = ran["model_mb"]
+  assert len(ran["grew_mb"]) == 4 and min(ran["grew_mb"]) > 0.9 * model_mb  # each load took 48 MB more RSS
   count, total_mb, smallest_mb, largest_mb = ran["byte_size"]["model_byte_size"]
   assert count == 4
-  assert largest_mb > 0.5 * ran["model_mb"]  # the first load raised the peak
-  assert smallest_mb < 0.1 * ran["model_mb"]  # reloads under that peak report about nothing
-  assert total_mb < 2 * ran["model_mb"]  # 4 loads of 48 MB reported as at most 2
+  # Loads 2-4 each follow the release of a 48 MB model, so they fit under the peak: about 0.
+  # Load 1 reports only what rose above the peak the process had already reached (here often 0 too).
+  assert smallest_mb < 0.1 * model_mb and total_mb < 1.3 * model_mb  # 192 MB loaded in all
+  assert largest_mb <= max(0.0, model_mb - ran["headroom_mb"][0]) + 0.1 * model_mb
 
 
 # 8. Without scipy, every RunInference reports model memory as 0.
-def test_without_scipy_model_memory_is_reported_as_zero():
-  ran, _ = run_helper("no_scipy")
+def test_without_scipy_model_memory_is_reported_as_zero(runs):
+  ran, _ = runs["no_scipy"].result()
   assert ran["resource_is_none"] and ran["model_manager_is_none"]  # `resource` fell with the manager
   assert ran["memory_reading"] == 0
   assert min(ran["grew_mb"]) > 40 and ran["byte_size_metrics"] >= 1 and ran["byte_size_sum_mb"] == 0
