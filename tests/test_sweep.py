@@ -64,3 +64,29 @@ def test_out_writes_csv_and_pngs(tmp_path):
   assert len(lines) == 3 and "beam_loads" in lines[0]
   table = format_table(rows)
   assert "loads" in table.splitlines()[0] and len(table.splitlines()) == 3
+
+
+def test_spread_needs_the_multiprocess_runner():
+  proc = _cli("--spread")
+  assert proc.returncode == 2 and "--spread needs --runner multiprocess" in proc.stderr
+
+
+def test_spread_runs_show_where_keyed_models_live():
+  # Beam 2.77 shares a keyed manager across the processes of a machine: one worker loads
+  # every model, the other is served through a proxy, and each process adds its hint to the cap.
+  proc = _cli("--models", "4", "--hints", "1", "--elements", "96", "--batch-size", "8",
+              "--runner", "multiprocess", "--spread", "--json", "--no-progress")
+  assert proc.returncode == 0, proc.stderr
+  (row,) = json.loads(proc.stdout)
+  workers = [w for w in row["workers"].values() if w["role"] == "worker"]
+  assert row["elements_out"] == 96 and sum(w["elements"] for w in workers) == 96
+  serving = [w for w in workers if w["elements"] > 0]
+  assert len(serving) == 2  # both workers served elements
+  assert sum(w["loads"] for w in workers) == row["loads"] == row["beam_loads"]
+  loaders = [w for w in workers if w["loads"] > 0]
+  assert len(loaders) == 1  # one process holds every model
+  others = [w for w in serving if w["loads"] == 0]
+  assert others and all(w["proxied_batches"] > 0 for w in others)
+  assert row["effective_cap"] == 1 * len(serving)  # the hint, once per process that used it
+  assert row["max_resident"] <= row["effective_cap"]
+  assert row["simulated_loads"] is None  # a reshuffled stream has no order to replay

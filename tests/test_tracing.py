@@ -139,3 +139,33 @@ def test_multiprocess_runs_attribute_loads_and_memory_to_each_worker():
   # Loads happen in worker processes, never in the pipeline's own process.
   import os
   assert str(os.getpid()) not in workers and all(w["peak_rss_mb"] > 50 for w in workers.values())
+
+
+def test_every_release_carries_its_eviction_its_free_time_and_the_memory_after():
+  report = run_keyed(KeyedRun(models=4, hint=2, elements=120, stream="cycle", batch_size=4))
+  freed = report.freed_models()
+  assert len(freed) == report.releases == report.loads
+  evicted = [f for f in freed if f["evicted_t"] is not None]
+  # Every load past the first two evicts one model; the two resident at the end are freed
+  # by the kit's cleanup, without an eviction.
+  assert len(evicted) == report.loads - 2
+  assert all(f["t"] >= f["evicted_t"] and f["free_lag_ms"] >= 0 for f in evicted)
+  assert all(f["rss_mb"] > 0 for f in freed)
+  assert report.effective_cap == 2  # Beam's own field, read by the kit's manager
+  # A single process never holds more models than the hint.
+  assert report.max_resident == 2
+
+
+def test_evicted_models_proxy_servers_are_stopped_during_the_run():
+  import threading
+
+  from mmkit.experiment import keyed_pipeline, model_handlers
+  from mmkit.keyed import release_resident_models
+  from mmkit.pipelines import runner_options
+  run = KeyedRun(models=4, hint=1, elements=120, stream="cycle", batch_size=1)
+  before = threading.active_count()
+  keyed_pipeline(run, model_handlers(4), runner_options()).run().wait_until_finish()
+  # 120 loads: Beam alone would leave two threads per load (a proxy server each) running.
+  after = threading.active_count()
+  release_resident_models()
+  assert after - before < 20
