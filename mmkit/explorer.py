@@ -7,7 +7,9 @@ loads, the elements served and the memory line as they grow.
 """
 from __future__ import annotations
 
+import base64
 import glob
+import io
 import json
 import os
 import tempfile
@@ -27,10 +29,11 @@ from mmkit.tracing import MemorySampler, RunReport
 __all__ = ["DEFAULTS", "explore", "swaps_by_hint", "explorer_figure", "explorer", "Progress",
            "RunWatcher", "served_before_load", "memory_sparkline"]
 
-# Chosen so a click returns in about a second on 2 cores (bench/browser_click.py). The
-# in-memory DirectRunner: the InteractiveRunner spends most of a click translating the
-# pipeline, and the explorer needs none of its caching (it reads the tracer's report).
-DEFAULTS = dict(models=8, hint=2, stream="zipf", group="none", model_mb=16.0, elements=256, batch_size=64,
+# Chosen for a short click (bench/browser_click.py measures it in chromium): the in-memory
+# DirectRunner (the InteractiveRunner spent about a second a click translating the pipeline,
+# and the explorer needs none of its caching), 8 MB models (loads are most of a run: 16 MB ones
+# took 1.25x as long a click), 256 elements in 4 batches (fewer batches flatten the loads curve).
+DEFAULTS = dict(models=8, hint=2, stream="zipf", group="none", model_mb=8.0, elements=256, batch_size=64,
                 runner="direct")
 
 
@@ -195,10 +198,22 @@ def memory_sparkline(memory: list[tuple[float, float]], width: int = 360, height
           f'(peak {top / 1.1:.0f} MB) over {memory[-1][0]:.1f} s</div>')
 
 
+def figure_output(fig) -> dict:
+  """The figure as an Output widget's display_data: one PNG, drawn once (no tight bounding box)."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=100)
+  return {"output_type": "display_data", "metadata": {},
+          "data": {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"),
+                   "text/plain": f"<explorer figure {fig.get_figwidth():.0f}x{fig.get_figheight():.0f} in>"}}
+
+
 def explorer(**defaults):
-  """The interactive explorer: controls, a Run button, and the figure redrawn below them."""
+  """The interactive explorer: controls, a Run button, and the figure redrawn below them.
+
+  `defaults` override DEFAULTS; `progress=False` turns the live progress off (bench/browser_click.py).
+  """
   import ipywidgets as w
-  from IPython.display import display
+  watch = defaults.pop("progress", True)
   settings = {**DEFAULTS, **defaults}
   hint = w.IntSlider(value=settings["hint"], min=1, max=settings["models"], description="hint")
   stream = w.Dropdown(options=data.STREAMS, value=settings["stream"], description="stream")
@@ -223,10 +238,8 @@ def explorer(**defaults):
     try:
       report, fig = explore(hint.value, stream.value, group.value, size.value, settings["models"],
                             settings["elements"], settings["batch_size"], settings["runner"],
-                            on_progress=show_progress)
-      with out:
-        out.clear_output(wait=True)
-        display(fig)
+                            on_progress=show_progress if watch else None)
+      out.outputs = (figure_output(fig),)  # replaced in one update: no flicker, no empty frame
       served.value = report.extra.get("elements_out", 0)
       live.value = ""
       status.value = (f"{report.loads} loads, {report.releases} releases, peak {report.peak_rss_mb:.0f} MB, "

@@ -1,0 +1,45 @@
+"""The hint explorer without a browser: progress while a run goes, and the widget's Run button."""
+from __future__ import annotations
+
+from mmkit.experiment import KeyedRun
+from mmkit.explorer import DEFAULTS, explore, explorer, memory_sparkline, served_before_load
+from mmkit.simulate import model_accesses, simulate_lru
+from mmkit import data
+from mmkit.pipelines import model_keys
+
+SMALL = dict(elements=128, batch_size=32, model_mb=8.0)
+
+
+def test_served_before_load_follows_the_lru_replay():
+  run = KeyedRun(models=8, hint=2, elements=256, stream="zipf", model_mb=16.0, batch_size=64)
+  served = served_before_load(run)
+  stream = data.key_stream(run.stream, model_keys(run.models), run.elements, seed=run.seed)
+  assert len(served) == simulate_lru(model_accesses(stream, run.batch_size), run.hint).loads + 1
+  assert served == sorted(served) and served[0] == 0 and served[-1] < run.elements
+  assert set(served) <= set(range(0, run.elements, run.batch_size))
+
+
+def test_progress_while_the_run_goes():
+  seen = []
+  report, _ = explore(**SMALL, on_progress=seen.append)
+  assert seen, "no progress during the run"
+  loads = [p["loads"] for p in seen]
+  assert loads == sorted(loads) and loads[-1] <= report.loads
+  memory = [len(p["memory"]) for p in seen]
+  assert memory == sorted(memory) and memory[-1] >= 2, "the memory line does not grow"
+  assert all(0 <= p["served"] <= p["elements"] == SMALL["elements"] for p in seen)
+  assert "<polyline" in memory_sparkline(seen[-1]["memory"])
+
+
+def test_run_button_redraws_status_and_progress():
+  ui = explorer(**SMALL)
+  controls, actions, status, served, live, out = ui.children
+  button = actions.children[-1]
+  button.click()  # what the browser's click calls (tests/test_browser.py drives a real one)
+  assert "loads," in status.value and "failed" not in status.value, status.value
+  assert served.value == SMALL["elements"] and live.value == ""
+  assert out.outputs, "no figure"
+  first = status.value
+  controls.children[0].value = DEFAULTS["models"]  # hint: every model fits, so fewer loads
+  button.click()
+  assert status.value != first and not button.disabled
