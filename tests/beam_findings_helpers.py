@@ -118,7 +118,7 @@ def distributions(result, suffix: str) -> dict:
   return found
 
 
-def run_workers(out: str, per_worker: int = 10) -> dict:
+def run_workers(out: str, per_worker: int = 4) -> dict:
   """Two worker processes each alternate keys a, b through one keyed handler with hint 1."""
   handler = OneByOneKeyedHandler([KeyModelMapping(["a"], WhereHandler("a", log_dir=out)),
                                   KeyModelMapping(["b"], WhereHandler("b", log_dir=out))],
