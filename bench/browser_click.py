@@ -1,6 +1,6 @@
 """Explorer click time in a real browser: Run pressed until the new status shows (goal: <= 1 s median).
 
-    python bench/browser_click.py [--clicks 7] [--variants default,interactive,model_mb=8]
+    python bench/browser_click.py [--clicks 7] [--variants default,interactive,model_mb=16]
 
 Serves one small notebook per variant with Voila on 127.0.0.1, opens each in Debian's chromium
 (Playwright), and presses Run in turn on each page, so the variants share the machine's load.
@@ -32,9 +32,8 @@ from playwright.sync_api import sync_playwright
 VARIANTS = {  # name: explorer() settings (mmkit.explorer.DEFAULTS otherwise)
   "default": {},
   "interactive": {"runner": "interactive"},
-  "model_mb=8": {"model_mb": 8.0},
+  "model_mb=16": {"model_mb": 16.0},
   "elements=128": {"elements": 128},
-  "elements=128+model_mb=8": {"elements": 128, "model_mb": 8.0},
   "no-progress": {"progress": False},
 }
 
@@ -92,7 +91,7 @@ def main() -> None:
   parser.add_argument("--clicks", type=int, default=7)
   parser.add_argument("--variants", default=",".join(VARIANTS))
   args = parser.parse_args()
-  names = args.variants.split(",")
+  names = list(dict.fromkeys(args.variants.split(",")))  # a name twice would leak a server
   folder = Path(tempfile.mkdtemp(prefix="mmkit-bench-"))
   servers, pages = {}, {}
   times, runs = {name: [] for name in names}, {name: [] for name in names}
