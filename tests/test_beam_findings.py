@@ -283,7 +283,19 @@ def test_without_scipy_model_memory_is_reported_as_zero(runs):
   assert min(ran["grew_mb"]) > 40 and ran["byte_size_metrics"] >= 1 and ran["byte_size_sum_mb"] == 0
 
 
-# 9. The InteractiveRunner's result has no metrics; the DaskRunner loses outputs and branches.
+# 9. Per-key metrics are named <key>-_<metric>, not <key>-<metric> as documented.
+def test_per_key_metric_names_have_an_underscore_after_the_dash():
+  pipeline = beam.Pipeline(options=in_memory())
+  _ = pipeline | beam.Create([("a", 1), ("b", 2)]) | RunInference(_keyed())
+  result = pipeline.run()
+  result.wait_until_finish()
+  query = result.metrics().query()
+  names = {m.key.metric.name for kind in ("counters", "distributions") for m in query[kind]}
+  assert {"a-_num_inferences", "a-_load_model_latency_milli_secs", "a-_model_byte_size"} <= names
+  assert not {"a-num_inferences", "a-load_model_latency_milli_secs", "a-model_byte_size"} & names
+
+
+# 10. The InteractiveRunner's result has no metrics. 11. The DaskRunner loses outputs and branches.
 def test_interactive_runner_result_has_no_metrics():
   from mmkit.pipelines import forget_interactive_pipeline, new_pipeline
   pipeline = new_pipeline("interactive")
