@@ -10,10 +10,12 @@ For synthetic models of each size (`mmkit.models.SizedModel`, `sized_model_path`
 - `floor_ms`: `torch.load` of the same state dict file, from the page cache.
 - `build_ms`: constructing the model class, as Beam does before loading the state dict
   (SizedModel skips random init; `build_init_ms` is the same layers randomly initialised).
-- `copy_ms`: `load_state_dict`, copying the loaded tensors into the built module.
+- `copy_ms`: `load_state_dict`, copying the loaded tensors into a freshly built module
+  (its memory is first touched then).
+- `stream_load_ms`: `torch.load` of a file object opened through Beam's `FileSystems`, as
+  Beam's PyTorch handler does (the floor reads a path).
 
-Beam's load is about build + floor + copy: what is left is Beam's own work (opening the
-file through `FileSystems`, the model manager). Medians over `--loads` traced loads and
+Beam's load is about build + stream_load + copy. Medians over `--loads` traced loads and
 `--repeats` timings; the machine may be shared, so `others_cpu` says how much of it other
 processes used meanwhile. Figures: docs/fast_path.md, "The cost of a swap".
 """
@@ -58,27 +60,46 @@ def beam_load_ms(megabytes: float, loads: int) -> list[float]:
   return [1000 * e["seconds"] for e in report.events if e["event"] == "load"]
 
 
+def _copy_ms(megabytes: float, state: dict, repeats: int) -> float:
+  """Median ms of `load_state_dict` into a new module (its memory is first touched then)."""
+  times = []
+  for _ in range(repeats):
+    module = models.SizedModel(megabytes)
+    start = time.perf_counter()
+    module.load_state_dict(state)
+    times.append(time.perf_counter() - start)
+    del module
+  return 1000 * statistics.median(times)
+
+
 def swap_row(megabytes: float, loads: int, repeats: int) -> dict:
   """One table row: Beam's load, the torch.load floor and building the module, in ms (medians)."""
-  paths = [models.sized_model_path(megabytes, index) for index in range(2)]
+  from apache_beam.io.filesystems import FileSystems
+  paths = [str(models.sized_model_path(megabytes, index)) for index in range(2)]
   for path in paths:
     _warm_page_cache(path)
+
   def load_state():
     return torch.load(paths[0], map_location="cpu", weights_only=True)
+
+  def load_state_as_beam_does():
+    # Beam's PyTorch handler hands torch.load a file object opened through FileSystems.
+    with FileSystems.open(paths[0], "rb") as f:
+      return torch.load(f, map_location="cpu", weights_only=True)
 
   with BusyMeter() as busy:
     beam_ms = beam_load_ms(megabytes, loads)
     floor_ms = _median_ms(load_state, repeats)
+    stream_ms = _median_ms(load_state_as_beam_does, repeats)
     build_ms = _median_ms(lambda: models.SizedModel(megabytes), repeats)
     # Random init of big layers is slow: fewer timings.
     build_init_ms = _median_ms(lambda: models.SizedModel(megabytes, initialize=True),
                                max(repeats // 4, 1))
-    state, module = load_state(), models.SizedModel(megabytes)
-    copy_ms = _median_ms(lambda: module.load_state_dict(state), repeats)
+    copy_ms = _copy_ms(megabytes, load_state(), repeats)
   load_ms = statistics.median(beam_ms)
   return {"model_mb": megabytes, "loads": len(beam_ms), "load_ms": round(load_ms, 1),
           "floor_ms": round(floor_ms, 1), "build_ms": round(build_ms, 2),
-          "copy_ms": round(copy_ms, 1),
+          "copy_ms": round(copy_ms, 1), "stream_load_ms": round(stream_ms, 1),
           "build_init_ms": round(build_init_ms, 1), "load_over_floor": round(load_ms / floor_ms, 2),
           "others_cpu": round(busy.others, 2)}
 

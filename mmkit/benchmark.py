@@ -152,16 +152,16 @@ def _timed(fn, *args) -> tuple[float, float]:
 
 
 def run_bench(sizes=(20_000, 200_000), example_style_max: int = 20_000, progress: bool = True,
-              repeats: int = 1) -> list[dict]:
+              repeats: int = 1, threads: Optional[int] = None) -> list[dict]:
   """The benchmark's rows: one per method, pattern, size and start-up accounting.
 
   Each of `repeats` rounds measures raw torch and then the kit, back to back, so a ratio
   compares two runs that saw the same load on a shared machine; a row holds the medians
   (seconds, and the ratio over the rounds' ratios) and `others_cpu`, the median share of the
-  CPUs that other processes took meanwhile.
+  CPUs that other processes took meanwhile. `threads`: torch's threads (default: one per CPU).
   """
   from tqdm.auto import tqdm
-  torch.set_num_threads(os.cpu_count() or 1)
+  torch.set_num_threads(threads or os.cpu_count() or 1)
   rows = []
   jobs = [(p, n) for p in ("single", "keyed") for n in sizes]
   for pattern, n in tqdm(jobs, desc="bench", disable=not progress, file=sys.stderr):
@@ -214,12 +214,14 @@ def run_command(args, parser) -> int:
   if any(n < 1 for n in args.elements):
     parser.exit(2, "python -m mmkit bench: error: --elements must all be >= 1, "
                 f"got {args.elements}\n")
+  if args.threads is not None and args.threads < 1:
+    parser.exit(2, f"python -m mmkit bench: error: --threads must be >= 1, got {args.threads}\n")
   if args.repeats < 1:
     parser.exit(2, f"python -m mmkit bench: error: --repeats must be >= 1, got {args.repeats}\n")
   import logging
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
   rows = run_bench(args.elements, args.example_style_max, progress=not args.no_progress,
-                   repeats=args.repeats)
+                   repeats=args.repeats, threads=args.threads)
   if args.json:
     print(json.dumps(rows, indent=1))
   else:
@@ -237,6 +239,8 @@ def add_parser(commands) -> None:
                  help="largest size to run the slow example style at (default 20000: ~14 s)")
   p.add_argument("--repeats", type=int, default=3,
                  help="rounds of raw torch then the kit; rows hold the medians (default 3)")
+  p.add_argument("--threads", type=int, default=None,
+                 help="torch threads (default: one per CPU); 1 is steadier on a shared machine")
   p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
   p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
   p.set_defaults(func=run_command)

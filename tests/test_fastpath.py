@@ -105,7 +105,8 @@ def test_ranges_cover_every_row_once():
     fastpath.index_ranges(5, 0)
 
 
-@pytest.mark.parametrize("flag, value", [("--elements", "0"), ("--repeats", "0")])
+@pytest.mark.parametrize("flag, value",
+                         [("--elements", "0"), ("--repeats", "0"), ("--threads", "0")])
 def test_bench_refuses_bad_arguments_in_one_line(flag, value):
   import subprocess
   import sys
