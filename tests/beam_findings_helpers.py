@@ -32,7 +32,8 @@ if __name__ == "__main__" and sys.argv[1:2] == ["no_scipy"]:
   block_scipy()  # before Beam is imported: base.py imports the model manager (and scipy) once
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, ModelHandler, RunInference
+from apache_beam.ml.inference.base import (KeyedModelHandler, KeyModelMapping, ModelHandler,
+                                           RunInference)
 from apache_beam.options.pipeline_options import PipelineOptions
 
 MB = 2**20
@@ -57,7 +58,7 @@ class WhereModel:
 
 
 class WhereHandler(ModelHandler):
-  """Loads a WhereModel; a prediction is (model name, pid of the forward pass, pid of the caller, example)."""
+  """Loads a WhereModel; predicts (model name, forward pass's pid, caller's pid, example)."""
 
   def __init__(self, name: str, mb: float = 1.0, log_dir: Optional[str] = None):
     self._name, self._mb, self._log_dir = name, mb, log_dir
@@ -65,11 +66,12 @@ class WhereHandler(ModelHandler):
   def load_model(self) -> WhereModel:
     model = WhereModel(self._name, self._mb)
     if self._log_dir:
-      append(self._log_dir, "loads", {"model": self._name, "pid": os.getpid(), "grew_mb": model.grew_mb,
-                                      "headroom_mb": model.headroom_mb})
+      append(self._log_dir, "loads", {"model": self._name, "pid": os.getpid(),
+                                      "grew_mb": model.grew_mb, "headroom_mb": model.headroom_mb})
     return model
 
-  def run_inference(self, batch: Sequence[Any], model: Any, inference_args: Optional[dict] = None) -> Iterable:
+  def run_inference(self, batch: Sequence[Any], model: Any,
+                    inference_args: Optional[dict] = None) -> Iterable:
     return [(name, pid, os.getpid(), x) for name, pid, x in model(list(batch))]
 
 
@@ -81,7 +83,7 @@ class OneByOneKeyedHandler(KeyedModelHandler):
 
 
 def append(log_dir: str, name: str, row: Any) -> None:
-  """One JSON line to `<log_dir>/<name>-<pid>.jsonl`: a file per process, so writes never interleave."""
+  """One JSON line to `<log_dir>/<name>-<pid>.jsonl` (a file per process: no interleaving)."""
   with open(os.path.join(log_dir, f"{name}-{os.getpid()}.jsonl"), "a", encoding="utf-8") as f:
     f.write(json.dumps(row) + "\n")
 
@@ -105,11 +107,12 @@ class Record(beam.DoFn):
 
 
 def in_memory() -> PipelineOptions:
-  return PipelineOptions(runner="DirectRunner", direct_num_workers=1, direct_running_mode="in_memory")
+  return PipelineOptions(runner="DirectRunner", direct_num_workers=1,
+                         direct_running_mode="in_memory")
 
 
 def distributions(result, suffix: str) -> dict:
-  """{metric name: (count, sum, min, max)} of the runner's distributions whose name ends with `suffix`."""
+  """{metric name: (count, sum, min, max)} of the distributions whose name ends with `suffix`."""
   found = {}
   for d in result.metrics().query()["distributions"]:
     if d.key.metric.name.endswith(suffix):
@@ -120,10 +123,10 @@ def distributions(result, suffix: str) -> dict:
 
 def run_workers(out: str, per_worker: int = 4) -> dict:
   """Two worker processes each alternate keys a, b through one keyed handler with hint 1."""
-  handler = OneByOneKeyedHandler([KeyModelMapping(["a"], WhereHandler("a", log_dir=out)),
-                                  KeyModelMapping(["b"], WhereHandler("b", log_dir=out))],
-                                 max_models_per_worker_hint=1)
-  options = PipelineOptions(runner="DirectRunner", direct_num_workers=2, direct_running_mode="multi_processing",
+  mappings = [KeyModelMapping([key], WhereHandler(key, log_dir=out)) for key in ("a", "b")]
+  handler = OneByOneKeyedHandler(mappings, max_models_per_worker_hint=1)
+  options = PipelineOptions(runner="DirectRunner", direct_num_workers=2,
+                            direct_running_mode="multi_processing",
                             default_sdk_harness_log_level="ERROR")
   # After a GroupByKey the DirectRunner hands each of the two groups to its own worker.
   parts = [(part, ("ab"[i % 2], i)) for part in ("p0", "p1") for i in range(per_worker)]
@@ -134,11 +137,11 @@ def run_workers(out: str, per_worker: int = 4) -> dict:
   result = pipeline.run()
   result.wait_until_finish()
   rows = read(out, "rows")
+  loads = distributions(result, "load_model_latency_milli_secs")
   return {"elements": len(rows), "forward_pids": sorted({r[1][1] for r in rows}),
           "caller_pids": sorted({r[1][2] for r in rows}),
           "load_pids": sorted({r["pid"] for r in read(out, "loads")}),
-          "beam_loads": distributions(result, "load_model_latency_milli_secs").get("load_model_latency_milli_secs",
-                                                                                  (0,))[0],
+          "beam_loads": loads.get("load_model_latency_milli_secs", (0,))[0],
           "per_worker": per_worker, "main_pid": os.getpid()}
 
 
@@ -149,50 +152,60 @@ def run_model_manager(out: str) -> dict:
   pipeline = beam.Pipeline(options=in_memory())
   data = pipeline | beam.Create(list(range(6)))
   for name in "AB":
-    _ = data | name >> RunInference(WhereHandler(name, mb=8), use_model_manager=True) | f"Record{name}" >> beam.ParDo(
-        Record(out))
+    inference = RunInference(WhereHandler(name, mb=8), use_model_manager=True)
+    _ = data | name >> inference | f"Record{name}" >> beam.ParDo(Record(out))
   pipeline.run().wait_until_finish()
   rows = read(out, "rows")
   manager = multi_process_shared._process_level_singleton_manager.entries["model_manager"].obj
   used, peak, total = manager._monitor.get_stats()
-  children = [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
-  tmp = os.environ.get("TMPDIR", "")
+  children = []
+  for process in psutil.Process().children(recursive=True):
+    try:  # a flushed model's process may be a zombie not yet reaped: not a model process
+      if (process.status() != psutil.STATUS_ZOMBIE
+          and "spawn_main" in " ".join(process.cmdline())):
+        children.append(process)
+    except psutil.Error:
+      pass
+  # A spawned model's tag is <RunInference tag>_<uuid4 hex>: its lock file stays.
+  spawned = [f for f in os.listdir(os.environ.get("TMPDIR", ""))
+             if re.fullmatch(r"[0-9a-f]{32}_[0-9a-f]{32}\.lock", f)]
   return {"forward_pids": {name: sorted({r[1] for r in rows if r[0] == name}) for name in "AB"},
           "main_pid": os.getpid(), "model_processes": sorted(p.pid for p in children),
-          "all_children": sorted(p.pid for p in psutil.Process().children(recursive=True)),
           "used_mb": used, "peak_mb": peak, "total_mb": total,
           "estimates_mb": sorted(float(v) for v in manager._estimator.estimates.values()),
-          # A spawned model's tag is <RunInference tag>_<uuid4 hex>: its lock file stays.
-          "models_spawned": sum(bool(re.fullmatch(r"[0-9a-f]{32}_[0-9a-f]{32}\.lock", f)) for f in os.listdir(tmp)),
+          "models_spawned": len(spawned),
           "models_held": sum(len(v) for v in manager._models.values())}
 
 
 def run_byte_size(out: str, mb: float = 48.0) -> dict:
-  """Keyed a, b, a, b with hint 1 (every element loads a model of `mb` MB): Beam's model_byte_size per load."""
-  handler = OneByOneKeyedHandler([KeyModelMapping(["a"], WhereHandler("a", mb, out)),
-                                  KeyModelMapping(["b"], WhereHandler("b", mb, out))], max_models_per_worker_hint=1)
+  """Keyed a, b, a, b, hint 1 (each element loads an `mb` MB model): Beam's model_byte_size."""
+  mappings = [KeyModelMapping([key], WhereHandler(key, mb, out)) for key in ("a", "b")]
+  handler = OneByOneKeyedHandler(mappings, max_models_per_worker_hint=1)
   pipeline = beam.Pipeline(options=in_memory())
   _ = pipeline | beam.Create([("abab"[i], i) for i in range(4)]) | RunInference(handler)
   result = pipeline.run()
   result.wait_until_finish()
   found = distributions(result, "model_byte_size")
   loads = read(out, "loads")
-  return {"model_mb": mb, "grew_mb": [r["grew_mb"] for r in loads], "headroom_mb": [r["headroom_mb"] for r in loads],
+  return {"model_mb": mb, "grew_mb": [r["grew_mb"] for r in loads],
+          "headroom_mb": [r["headroom_mb"] for r in loads],
           "byte_size": {k: [v[0], v[1] / MB, v[2] / MB, v[3] / MB] for k, v in found.items()}}
 
 
 def run_no_scipy(out: str, mb: float = 48.0) -> dict:
-  """With scipy blocked (before Beam is imported): what base.py imported, and model_byte_size of a 48 MB model."""
+  """With scipy blocked before Beam's import: what base.py imported, a 48 MB model's byte size."""
   from apache_beam.ml.inference import base
   pipeline = beam.Pipeline(options=in_memory())
   _ = pipeline | beam.Create([1, 2]) | RunInference(WhereHandler("a", mb, out))
   result = pipeline.run()
   result.wait_until_finish()
   found = distributions(result, "model_byte_size")
-  return {"resource_is_none": base.resource is None, "model_manager_is_none": base.ModelManager is None,
+  return {"resource_is_none": base.resource is None,
+          "model_manager_is_none": base.ModelManager is None,
           "memory_reading": base._get_current_process_memory_in_bytes(),
           "grew_mb": [r["grew_mb"] for r in read(out, "loads")],
-          "byte_size_sum_mb": sum(v[1] for v in found.values()) / MB, "byte_size_metrics": len(found)}
+          "byte_size_sum_mb": sum(v[1] for v in found.values()) / MB,
+          "byte_size_metrics": len(found)}
 
 
 if __name__ == "__main__":

@@ -50,8 +50,8 @@ def cross_process_acquire() -> None:
   """Finding 4: what a worker that does not host the models pays per batch to reach one."""
   from apache_beam.utils.multi_process_shared import MultiProcessShared
   tag = f"beam_findings_measure_{os.getpid()}"
-  host = subprocess.Popen([sys.executable, "-c", HOST, tag], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True)
+  host = subprocess.Popen([sys.executable, "-c", HOST, tag], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
   try:
     assert host.stdout.readline().strip() == "ready"
     acquire, release = [], []

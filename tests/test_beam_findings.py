@@ -51,10 +51,12 @@ class HelperRun:
     self.tmp = tempfile.mkdtemp(prefix="beam_findings_")
     self.out = os.path.join(self.tmp, "out")
     os.mkdir(self.out)
-    env = dict(os.environ, TMPDIR=self.tmp, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
-    self.child = subprocess.Popen([sys.executable, os.path.join(HERE, "beam_findings_helpers.py"), mode, self.out],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                  start_new_session=True)
+    path = os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, TMPDIR=self.tmp, PYTHONPATH=path)
+    script = os.path.join(HERE, "beam_findings_helpers.py")
+    self.child = subprocess.Popen([sys.executable, script, mode, self.out],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env, start_new_session=True)
 
   def result(self, timeout: float = 300) -> tuple[dict, list]:
     """What the run measured, and the files it left in its temp dir (Beam's, not the run's own).
@@ -71,8 +73,9 @@ class HelperRun:
     _, alive = psutil.wait_procs(_session_processes(self.child.pid), timeout=10)
     for process in alive:
       process.kill()
-    left_files = sorted(os.path.relpath(os.path.join(d, f), self.tmp) for d, _, files in os.walk(self.tmp)
-                        for f in files if not d.startswith(self.out))
+    left_files = sorted(os.path.relpath(os.path.join(d, f), self.tmp)
+                        for d, _, files in os.walk(self.tmp) for f in files
+                        if not d.startswith(self.out))
     self.close()
     assert self.child.returncode == 0, stderr[-3000:]
     assert not alive, f"processes outlived the {self.mode} run: {[p.pid for p in alive]}"
@@ -116,8 +119,8 @@ def _session_processes(sid: int) -> list:
 
 
 def _keyed(hint=None, handler=OneByOneKeyedHandler, **where):
-  return handler([KeyModelMapping(["a"], WhereHandler("a", **where)),
-                  KeyModelMapping(["b"], WhereHandler("b", **where))], max_models_per_worker_hint=hint)
+  mappings = [KeyModelMapping([key], WhereHandler(key, **where)) for key in ("a", "b")]
+  return handler(mappings, max_models_per_worker_hint=hint)
 
 
 def _server_threads() -> list:
@@ -135,7 +138,8 @@ def test_each_keyed_load_leaves_a_proxy_server_and_resident_models_stay_after_th
   pipeline.run().wait_until_finish()
   gc.collect()
   registry = multi_process_shared._process_level_singleton_manager.entries
-  resident = [tag for tag, e in registry.items() if e.initialied and type(e.obj).__name__ == "WhereModel"]
+  resident = [tag for tag, e in registry.items()
+              if e.initialied and type(e.obj).__name__ == "WhereModel"]
   # 8 loads (hint 1, keys alternate), each with a server that still runs: 2 threads per load,
   # plus one server for the keyed model manager and one for the model status.
   assert len(_server_threads()) - servers_before == 2 * (8 + 2)
@@ -147,13 +151,15 @@ def test_each_keyed_load_leaves_a_proxy_server_and_resident_models_stay_after_th
 # 2. with_no_batching() on a KeyedModelHandler with several models fails at the first batch.
 def test_with_no_batching_breaks_a_keyed_handler_with_several_models():
   pipeline = beam.Pipeline(options=in_memory())
-  _ = pipeline | beam.Create([[("a", 1), ("b", 2)]]) | RunInference(_keyed(handler=KeyedModelHandler).with_no_batching())
+  prebatched = _keyed(handler=KeyedModelHandler).with_no_batching()
+  _ = pipeline | beam.Create([[("a", 1), ("b", 2)]]) | RunInference(prebatched)
   with pytest.raises(KeyError, match="^[\"']?a "):  # 'a': its per-key metrics were never set up
     pipeline.run().wait_until_finish()
   wrapped = _keyed(handler=KeyedModelHandler)
-  assert wrapped.override_metrics("ns") is True and wrapped.with_no_batching().override_metrics("ns") is False
+  assert wrapped.override_metrics("ns") is True
+  assert wrapped.with_no_batching().override_metrics("ns") is False  # not forwarded
 
-  class PrebatchedKeyed(KeyedModelHandler):  # the workaround: skip batching on the keyed handler itself
+  class PrebatchedKeyed(KeyedModelHandler):  # the workaround: the keyed handler skips batching
     def should_skip_batching(self):
       return True
 
@@ -164,24 +170,28 @@ def test_with_no_batching_breaks_a_keyed_handler_with_several_models():
 
 # 3. PytorchModelHandlerTensor.get_num_bytes visits every number (of 1-d examples), one
 #    row at a time of bigger ones (and then counts 4 bytes per row); keyed handlers size twice.
-def test_pytorch_get_num_bytes_walks_every_number_and_keyed_handlers_size_each_batch_twice(monkeypatch):
+def test_pytorch_get_num_bytes_walks_every_number_and_keyed_handlers_size_each_batch_twice(
+    monkeypatch):
   import torch
   from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
   handler = PytorchModelHandlerTensor(state_dict_path="unused.pt", model_class=torch.nn.Identity)
   calls = []
   element_size = torch.Tensor.element_size
-  monkeypatch.setattr(torch.Tensor, "element_size", lambda self: calls.append(1) or element_size(self))
+  monkeypatch.setattr(torch.Tensor, "element_size",
+                      lambda self: calls.append(1) or element_size(self))
   assert handler.get_num_bytes([torch.zeros(64) for _ in range(32)]) == 32 * 64 * 4
   assert len(calls) == 32 * 64  # one Python call per number
-  assert handler.get_num_bytes([torch.zeros(1024, 64)]) == 1024 * 4  # a block: rows x 4 bytes, not 262,144
+  # A block: rows x 4 bytes, not 262,144.
+  assert handler.get_num_bytes([torch.zeros(1024, 64)]) == 1024 * 4
   monkeypatch.undo()
 
   Counting.sized.clear()
   pipeline = beam.Pipeline(options=in_memory())
-  keyed = OneByOneKeyedHandler([KeyModelMapping(["a"], Counting("a")), KeyModelMapping(["b"], Counting("b"))])
+  keyed = OneByOneKeyedHandler([KeyModelMapping([k], Counting(k)) for k in ("a", "b")])
   _ = pipeline | beam.Create([("abab"[i], i) for i in range(4)]) | RunInference(keyed)
   pipeline.run().wait_until_finish()
-  assert Counting.sized == [1] * 8  # 4 batches of one, each sized twice (in run_inference and by RunInference)
+  # 4 batches of one, each sized twice: in KeyedModelHandler.run_inference and by RunInference.
+  assert Counting.sized == [1] * 8
 
 
 class Counting(WhereHandler):
@@ -200,7 +210,8 @@ def test_keyed_models_of_all_worker_processes_live_and_run_in_one_process(runs):
   ran, left_files = runs["workers"].result()
   assert ran["elements"] == 2 * ran["per_worker"]
   assert len(ran["caller_pids"]) == 2  # two worker processes called the models...
-  assert len(ran["forward_pids"]) == 1 and ran["load_pids"] == ran["forward_pids"]  # ...all in one of them
+  # ...and all loads and forward passes happened in one of them.
+  assert len(ran["forward_pids"]) == 1 and ran["load_pids"] == ran["forward_pids"]
   assert ran["forward_pids"][0] in ran["caller_pids"]
   # Each worker alternates a, b with hint 1: 2 x 4 loads if the hint held per process. The
   # cap becomes 2 once the second worker starts, so at most the first worker's 4 and 2 more.
@@ -211,11 +222,13 @@ def test_keyed_models_of_all_worker_processes_live_and_run_in_one_process(runs):
 
 def test_each_worker_adds_its_hint_to_the_shared_cap():
   from apache_beam.options.pipeline_options import PipelineOptions
-  options = PipelineOptions(runner="DirectRunner", direct_num_workers=2, direct_running_mode="multi_threading")
+  options = PipelineOptions(runner="DirectRunner", direct_num_workers=2,
+                            direct_running_mode="multi_threading")
   pipeline = beam.Pipeline(options=options)
   parts = [(part, ("ab"[i % 2], i)) for part in ("p0", "p1") for i in range(6)]
   inference = RunInference(_keyed(hint=1))
-  _ = (pipeline | beam.Create(parts) | beam.GroupByKey() | beam.FlatMap(lambda kv: kv[1]) | inference)
+  _ = (pipeline | beam.Create(parts) | beam.GroupByKey() | beam.FlatMap(lambda kv: kv[1])
+       | inference)
   pipeline.run().wait_until_finish()
   entry = multi_process_shared._process_level_singleton_manager.entries[inference._model_tag + "0"]
   assert type(entry.obj).__name__ == "_ModelHandlerManager"
@@ -225,11 +238,16 @@ def test_each_worker_adds_its_hint_to_the_shared_cap():
 # 5. A key listed twice in one KeyModelMapping is rejected as if it named two models.
 def test_a_key_listed_twice_in_one_mapping_is_rejected():
   with pytest.raises(ValueError, match="key b maps to multiple model handlers"):
-    KeyedModelHandler([KeyModelMapping(["a"], WhereHandler("a")), KeyModelMapping(["b", "b"], WhereHandler("b"))])
+    KeyedModelHandler([KeyModelMapping(["a"], WhereHandler("a")),
+                       KeyModelMapping(["b", "b"], WhereHandler("b"))])
+
+
+NO_GPU = pytest.mark.skipif(shutil.which("nvidia-smi") is not None,
+                            reason="measured on a machine without nvidia-smi")
 
 
 # 6. use_model_manager=True without nvidia-smi: 16,000 MB, nothing used, every model 0 MB.
-@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="measured on a machine without nvidia-smi")
+@NO_GPU
 def test_model_manager_without_a_gpu_sees_16000_mb_free_and_every_model_costs_nothing():
   from apache_beam.ml.inference.model_manager import ModelManager
   manager = ModelManager()
@@ -247,7 +265,7 @@ def test_model_manager_without_a_gpu_sees_16000_mb_free_and_every_model_costs_no
     manager.shutdown()
 
 
-@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="measured on a machine without nvidia-smi")
+@NO_GPU
 def test_use_model_manager_runs_each_model_in_a_process_of_its_own(runs):
   ran, left_files = runs["model_manager"].result()
   a, b = ran["forward_pids"]["A"], ran["forward_pids"]["B"]
@@ -255,7 +273,8 @@ def test_use_model_manager_runs_each_model_in_a_process_of_its_own(runs):
   # Every model load spawned a process (a Python with Beam and torch) that served it...
   assert len(a) + len(b) == ran["models_spawned"] >= 2
   # ...and those of the models still held are alive after the run (the rest were flushed).
-  assert ran["models_held"] == 2 and len(ran["model_processes"]) == 2 and set(ran["model_processes"]) <= set(a + b)
+  assert ran["models_held"] == 2 and len(ran["model_processes"]) == 2
+  assert set(ran["model_processes"]) <= set(a + b)
   assert (ran["total_mb"], ran["used_mb"], ran["peak_mb"]) == (16000.0, 0.0, 0.0)
   assert ran["estimates_mb"] == [0.0, 0.0]
   assert ran["models_held"] == 2 and ran["models_spawned"] >= 2
@@ -266,7 +285,8 @@ def test_use_model_manager_runs_each_model_in_a_process_of_its_own(runs):
 def test_model_byte_size_is_a_difference_of_peak_rss(runs):
   ran, _ = runs["byte_size"].result()
   model_mb = ran["model_mb"]
-  assert len(ran["grew_mb"]) == 4 and min(ran["grew_mb"]) > 0.9 * model_mb  # each load took 48 MB more RSS
+  # Each load took 48 MB more resident memory.
+  assert len(ran["grew_mb"]) == 4 and min(ran["grew_mb"]) > 0.9 * model_mb
   count, total_mb, smallest_mb, largest_mb = ran["byte_size"]["model_byte_size"]
   assert count == 4
   # Loads 2-4 each follow the release of a 48 MB model, so they fit under the peak: about 0.
@@ -278,7 +298,8 @@ def test_model_byte_size_is_a_difference_of_peak_rss(runs):
 # 8. Without scipy, every RunInference reports model memory as 0.
 def test_without_scipy_model_memory_is_reported_as_zero(runs):
   ran, _ = runs["no_scipy"].result()
-  assert ran["resource_is_none"] and ran["model_manager_is_none"]  # `resource` fell with the manager
+  # `resource` fell with the model manager's import.
+  assert ran["resource_is_none"] and ran["model_manager_is_none"]
   assert ran["memory_reading"] == 0
   assert min(ran["grew_mb"]) > 40 and ran["byte_size_metrics"] >= 1 and ran["byte_size_sum_mb"] == 0
 
@@ -324,7 +345,8 @@ class _EmitsInFinishBundle(beam.DoFn):
 
 
 def test_dask_runner_drops_finish_bundle_outputs_and_runs_only_the_last_branch():
-  pytest.importorskip("dask.distributed", reason="needs dask: pip install 'apache-beam[dask]==2.77.0'")
+  pytest.importorskip("dask.distributed",
+                      reason="needs dask: pip install 'apache-beam[dask]==2.77.0'")
   from apache_beam.options.pipeline_options import PipelineOptions
   from apache_beam.runners.dask.dask_runner import DaskRunner
   from dask.distributed import LocalCluster
@@ -347,7 +369,8 @@ def test_dask_runner_drops_finish_bundle_outputs_and_runs_only_the_last_branch()
     result = pipeline.run()
     result.wait_until_finish()
     result.client.close()
-    assert sorted(os.listdir(seen)) == ["B-process-1", "B-process-2"]  # no branch A, no finish_bundle output
+    # No branch A, no finish_bundle output.
+    assert sorted(os.listdir(seen)) == ["B-process-1", "B-process-2"]
   finally:
     cluster.close()
     shutil.rmtree(seen, ignore_errors=True)
