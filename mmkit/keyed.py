@@ -81,6 +81,7 @@ class ObservedModelManager(_ModelHandlerManager):
   def __init__(self, mh_map: dict[str, ModelHandler]):
     super().__init__(mh_map)
     self._retiring: set[str] = set()  # tags of evicted models whose proxy server still runs
+    self._users = 0  # processes that used this manager (each raised the cap once)
 
   def load(self, key: str):
     victim = None
@@ -90,13 +91,17 @@ class ObservedModelManager(_ModelHandlerManager):
       self._retiring.add(self._tag_map[victim])
       _record(self._mh_map[victim], "evict", cap=self._max_models, resident=len(self._tag_map))
     stats = super().load(key)
-    if self._retiring:
-      # Beam never stops an evicted model's server; left running, they slow the whole run.
+    # Beam never stops an evicted model's server; left running, they slow the whole run.
+    # Only while one process uses the manager: another process may have been handed the
+    # evicted model's tag and be about to connect to its server (measured: stopping it then
+    # failed that process's batch). Shared runs are cleaned up at their end instead.
+    if self._retiring and self._users <= 1:
       self._retiring = retire_models(self._retiring)
     return stats
 
   def increment_max_models(self, increment: int):
     super().increment_max_models(increment)
+    self._users += 1
     for mh in self._mh_map.values():
       if _record(mh, "cap", n=self._max_models, increment=increment):
         break  # once per decision, on the first traced handler

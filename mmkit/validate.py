@@ -52,7 +52,12 @@ def check_mappings(mappings: Sequence[Any]) -> None:
       raise SetupError(f"KeyModelMapping #{index} has an empty key list: give it the keys its model serves, "
                        "or drop it.")
     for key in mapping.keys:
-      if key in owner and owner[key] != index:
+      if owner.get(key) == index:
+        # Beam 2.77 rejects this with "key ... maps to multiple model handlers", though there
+        # is one handler (the Dataflow page's own example lists KEY_5 twice).
+        raise SetupError(f"key {key!r} is listed twice in KeyModelMapping #{index}: list each key "
+                         "once (e.g. list(dict.fromkeys(keys))).")
+      if key in owner:
         raise SetupError(f"key {key!r} is mapped to two models (KeyModelMapping #{owner[key]} and #{index}): "
                          "a key must name exactly one model; remove it from one of them.")
       owner[key] = index

@@ -45,6 +45,10 @@ def test_mapping_errors_come_from_the_kit_with_a_fix():
     FixedBatchKeyedModelHandler([KeyModelMapping([], mh)])
   with pytest.raises(SetupError, match=r"'clean' is mapped to two models.*remove it"):
     FixedBatchKeyedModelHandler([KeyModelMapping(["clean"], mh), KeyModelMapping(["noisy", "clean"], mh)])
+  # The Dataflow page's own example lists a key twice in one mapping; Beam's error then
+  # speaks of "multiple model handlers" (docs/beam_findings.md): the kit's names the fix.
+  with pytest.raises(SetupError, match=r"'noisy' is listed twice in KeyModelMapping #1: list each key once"):
+    FixedBatchKeyedModelHandler([KeyModelMapping(["clean"], mh), KeyModelMapping(["noisy", "noisy"], mh)])
 
 
 @pytest.mark.parametrize("hint,message", [(0, ">= 1"), (-2, ">= 1"), (1.5, "whole number"), ("2", "whole number")])
