@@ -15,7 +15,8 @@ PORT   ?= 8866
 # test's Playwright, JupyterLab (`make lab`) and Voila (`make explorer`).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,browser]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	  -c constraints.txt -e ".[test,browser]"
 	touch $(STAMP)
 
 install: $(STAMP)

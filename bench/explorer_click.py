@@ -39,7 +39,8 @@ def main():
     cpus.append(_cpu_seconds() - cpu)
   print(f"explorer click in-process, defaults {DEFAULTS}, load average {os.getloadavg()[0]:.1f}:")
   print(f"  wall median {statistics.median(walls):.2f} s (max {max(walls):.2f}), CPU median "
-        f"{statistics.median(cpus):.2f} s over {args.clicks} clicks; last run: {report.loads} loads, "
+        f"{statistics.median(cpus):.2f} s over {args.clicks} clicks; "
+        f"last run: {report.loads} loads, "
         f"peak {report.peak_rss_mb:.0f} MB")
 
 

@@ -23,7 +23,8 @@ from mmkit import data
 from mmkit.experiment import KeyedRun, run_keyed
 from mmkit.pipelines import GROUPINGS, model_keys
 from mmkit.plots import memory_timeline_figure
-from mmkit.simulate import arrival_batches, lru_loads_by_capacity, model_accesses, optimal_loads, simulate_lru
+from mmkit.simulate import (arrival_batches, lru_loads_by_capacity, model_accesses, optimal_loads,
+                            simulate_lru)
 from mmkit.tracing import MemorySampler, RunReport
 
 __all__ = ["DEFAULTS", "explore", "swaps_by_hint", "explorer_figure", "explorer", "Progress",
@@ -33,8 +34,8 @@ __all__ = ["DEFAULTS", "explore", "swaps_by_hint", "explorer_figure", "explorer"
 # DirectRunner (the InteractiveRunner spent about a second a click translating the pipeline,
 # and the explorer needs none of its caching), 8 MB models (loads are most of a run: 16 MB ones
 # took 1.25x as long a click), 256 elements in 4 batches (fewer batches flatten the loads curve).
-DEFAULTS = dict(models=8, hint=2, stream="zipf", group="none", model_mb=8.0, elements=256, batch_size=64,
-                runner="direct")
+DEFAULTS = dict(models=8, hint=2, stream="zipf", group="none", model_mb=8.0, elements=256,
+                batch_size=64, runner="direct")
 
 
 def swaps_by_hint(run: KeyedRun) -> dict[str, dict[int, int]]:
@@ -48,19 +49,24 @@ def swaps_by_hint(run: KeyedRun) -> dict[str, dict[int, int]]:
 
 def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]]):
   """Left: memory over the run with loads and releases; right: loads against the hint."""
-  fig, (mem_ax, swap_ax) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+  fig, (mem_ax, swap_ax) = plt.subplots(1, 2, figsize=(11, 3.6),
+                                       gridspec_kw={"width_ratios": [3, 2]})
   memory_timeline_figure(report, ax=mem_ax)
   hints = list(predicted["lru"])
-  swap_ax.plot(hints, list(predicted["lru"].values()), "o-", color="#1f77b4", label="LRU (Beam), predicted")
-  swap_ax.plot(hints, list(predicted["optimal"].values()), "s--", color="#7f7f7f", label="optimal (Belady)")
+  swap_ax.plot(hints, list(predicted["lru"].values()), "o-", color="#1f77b4",
+               label="LRU (Beam), predicted")
+  swap_ax.plot(hints, list(predicted["optimal"].values()), "s--", color="#7f7f7f",
+               label="optimal (Belady)")
   hint = report.extra.get("hint") or max(hints)
-  swap_ax.plot([hint], [report.loads], "*", color="#d62728", markersize=16, label=f"measured, hint={hint}")
+  swap_ax.plot([hint], [report.loads], "*", color="#d62728", markersize=16,
+               label=f"measured, hint={hint}")
   swap_ax.set_xlabel("max_models_per_worker_hint")
   swap_ax.set_ylabel("model loads")
   swap_ax.set_xticks(hints)
   swap_ax.set_ylim(bottom=0)
   swap_ax.legend(fontsize=8)
-  swap_ax.set_title(f"stream={report.extra.get('stream')}, group={report.extra.get('group')}", fontsize=10)
+  swap_ax.set_title(f"stream={report.extra.get('stream')}, group={report.extra.get('group')}",
+                    fontsize=10)
   # Fixed margins: a second tight_layout (memory_timeline_figure ran one) cost 0.15 s a click.
   fig.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.91, wspace=0.2)
   return fig
@@ -117,7 +123,8 @@ class RunWatcher:
   and reads it as it grows. It calls `on_progress(Progress)` from its thread.
   """
 
-  def __init__(self, run: KeyedRun, on_progress: Callable[[Progress], None], interval: float = 0.25):
+  def __init__(self, run: KeyedRun, on_progress: Callable[[Progress], None],
+               interval: float = 0.25):
     self._run, self._on_progress, self._interval = run, on_progress, interval
     self._served = served_before_load(run)
     self._stop = threading.Event()
@@ -192,7 +199,8 @@ def memory_sparkline(memory: list[tuple[float, float]], width: int = 360, height
   t_end = max(memory[-1][0], 1e-9)
   top = max(mb for _, mb in memory) * 1.1
   points = " ".join(f"{t / t_end * width:.1f},{height - mb / top * height:.1f}" for t, mb in memory)
-  return (f'<svg class="mmkit-memory" width="{width}" height="{height}" style="border:1px solid #ddd">'
+  return (f'<svg class="mmkit-memory" width="{width}" height="{height}"'
+          ' style="border:1px solid #ddd">'
           f'<polyline fill="none" stroke="#2ca02c" stroke-width="1.5" points="{points}"/></svg>'
           f'<div style="font-size:11px;color:#555">memory so far: {memory[-1][1]:.0f} MB '
           f'(peak {top / 1.1:.0f} MB) over {memory[-1][0]:.1f} s</div>')
@@ -204,13 +212,14 @@ def figure_output(fig) -> dict:
   fig.savefig(buf, format="png", dpi=100)
   return {"output_type": "display_data", "metadata": {},
           "data": {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"),
-                   "text/plain": f"<explorer figure {fig.get_figwidth():.0f}x{fig.get_figheight():.0f} in>"}}
+                   "text/plain": f"<explorer figure, {fig.get_figwidth():.0f} in wide>"}}
 
 
 def explorer(**defaults):
   """The interactive explorer: controls, a Run button, and the figure redrawn below them.
 
-  `defaults` override DEFAULTS; `progress=False` turns the live progress off (bench/browser_click.py).
+  `defaults` override DEFAULTS; `progress=False` turns the live progress off
+  (bench/browser_click.py compares both).
   """
   import ipywidgets as w
   watch = defaults.pop("progress", True)
@@ -218,7 +227,8 @@ def explorer(**defaults):
   hint = w.IntSlider(value=settings["hint"], min=1, max=settings["models"], description="hint")
   stream = w.Dropdown(options=data.STREAMS, value=settings["stream"], description="stream")
   group = w.Dropdown(options=GROUPINGS, value=settings["group"], description="grouping")
-  size = w.Dropdown(options=[8.0, 16.0, 32.0, 64.0], value=settings["model_mb"], description="model MB")
+  size = w.Dropdown(options=[8.0, 16.0, 32.0, 64.0], value=settings["model_mb"],
+                    description="model MB")
   button = w.Button(description="Run", button_style="primary", icon="play")
   status = w.HTML()
   served = w.IntProgress(value=0, min=0, max=settings["elements"], description="served")
@@ -227,7 +237,8 @@ def explorer(**defaults):
 
   def show_progress(p: Progress) -> None:  # from the watcher thread: widget updates are thread-safe
     served.value = p["served"]
-    status.value = (f"running: {p['loads']} loads, {p['releases']} releases, at least {p['served']} of "
+    status.value = (f"running: {p['loads']} loads, {p['releases']} releases, "
+                    f"at least {p['served']} of "
                     f"{p['elements']} elements served, {p['seconds']:.1f} s")
     live.value = memory_sparkline(p["memory"])
 
@@ -242,7 +253,8 @@ def explorer(**defaults):
       out.outputs = (figure_output(fig),)  # replaced in one update: no flicker, no empty frame
       served.value = report.extra.get("elements_out", 0)
       live.value = ""
-      status.value = (f"{report.loads} loads, {report.releases} releases, peak {report.peak_rss_mb:.0f} MB, "
+      status.value = (f"{report.loads} loads, {report.releases} releases, "
+                      f"peak {report.peak_rss_mb:.0f} MB, "
                       f"{report.seconds:.1f} s")
     except Exception as error:  # shown in the UI: a widget callback's traceback is easy to miss
       status.value = f"<b>failed:</b> {error}"

@@ -67,7 +67,8 @@ def _start(cmd: list[str], folder: Path, name: str) -> tuple[subprocess.Popen, P
   env = dict(os.environ)
   # The user's JupyterLab settings and workspaces stay out of it (and are not written to).
   for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                   ("JUPYTERLAB_SETTINGS_DIR", "settings"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")):
+                   ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+                   ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")):
     env[var] = str(folder / "jupyter" / sub)
   # No "official Jupyter news?" pop-up over the figure (nor a fetch of the news offline).
   notification = folder / "jupyter" / "settings" / "@jupyterlab" / "apputils-extension"
@@ -146,7 +147,8 @@ def _hint_to(page: Page, value: int) -> None:
   for _ in range(abs(value - current)):
     handle.press("ArrowRight" if value > current else "ArrowLeft")
   page.wait_for_function(
-    f"() => document.querySelector('.widget-slider .widget-readout').textContent.trim() === '{value}'")
+    "(v) => document.querySelector('.widget-slider .widget-readout').textContent.trim() === v",
+    arg=str(value))
 
 
 def _assert_clean_console(errors: list[str]) -> None:
@@ -156,7 +158,8 @@ def _assert_clean_console(errors: list[str]) -> None:
 
 def test_explorer_in_jupyterlab(served, browser):
   port, token = _free_port(), secrets.token_hex(16)
-  cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+  cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
+         "--ServerApp.ip=127.0.0.1",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={served}"]
   if os.geteuid() == 0:
     cmd.append("--allow-root")  # JupyterLab refuses root otherwise
@@ -171,7 +174,8 @@ def test_explorer_in_jupyterlab(served, browser):
     # JupyterLab rewrites the kernel's metadata once the kernel answers: a notebook with the old
     # display name ("Python 3") showed modified 0.6 s after the kernel was idle. Watch for 5 s.
     for _ in range(20):
-      assert page.locator(".lm-TabBar-tab.jp-mod-dirty").count() == 0, "opening marked the notebook modified"
+      dirty = page.locator(".lm-TabBar-tab.jp-mod-dirty").count()
+      assert dirty == 0, "opening marked the notebook modified"
       page.wait_for_timeout(250)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()

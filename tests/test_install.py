@@ -32,7 +32,8 @@ def _pip_report(tmp_path: Path, installed_torch: str) -> dict:
   # A torch as pip sees it (its metadata), without copying hundreds of MB of a real one.
   dist_info = purelib / f"torch-{installed_torch}.dist-info"
   dist_info.mkdir()
-  (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torch\nVersion: {installed_torch}\n")
+  (dist_info / "METADATA").write_text(
+    f"Metadata-Version: 2.1\nName: torch\nVersion: {installed_torch}\n")
   (dist_info / "INSTALLER").write_text("pip\n")
   (dist_info / "RECORD").write_text("")
   # Everything else the kit needs is this suite's environment, after the venv's own
@@ -50,8 +51,8 @@ def _pip_report(tmp_path: Path, installed_torch: str) -> dict:
     [str(venv / "bin" / "python"), "-m", "pip", "install", "--dry-run", "--quiet", "--no-index",
      "--no-build-isolation", "--disable-pip-version-check", "--report", str(report), str(src)],
     capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-  assert result.returncode == 0, f"pip would not install the kit next to torch {installed_torch}:\n" \
-                                 f"{result.stderr[-2000:]}"
+  assert result.returncode == 0, (f"pip would not install the kit next to torch "
+                                  f"{installed_torch}:\n{result.stderr[-2000:]}")
   return json.loads(report.read_text())
 
 
@@ -78,7 +79,7 @@ def test_constraints_pin_every_requirement():
 
 
 def test_notebook_headers_are_current():
-  """Every notebook's badge, install cell and kernelspec are what tools/notebook_header.py writes."""
+  """Every notebook's badge, install cell and kernelspec are what tools/notebook_header.py makes."""
   for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
     text = path.read_text()
     after = nbformat.writes(notebook_header.update(nbformat.reads(text, as_version=4), path.name))

@@ -40,7 +40,8 @@ def install_cell() -> str:
     "import importlib.util, os, sys",
     "if 'google.colab' in sys.modules and importlib.util.find_spec('mmkit') is None:",
     "    if not os.path.isdir('/content/mmkit'):",
-    f"        !git clone -q --depth 1 -b {BRANCH} https://github.com/{REPOSITORY}.git /content/mmkit",
+    f"        !git clone -q --depth 1 -b {BRANCH} https://github.com/{REPOSITORY}.git"
+    " /content/mmkit",
     "    %pip install -q -e /content/mmkit",
     "    sys.path.insert(0, '/content/mmkit')  # this kernel; new kernels find it installed",
   ])
