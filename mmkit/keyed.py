@@ -30,7 +30,7 @@ class FixedBatchKeyedModelHandler(ServeAloneOnFailure, KeyedModelHandler):
   """
 
   def __init__(self, mappings: Sequence[KeyModelMapping], max_models_per_worker_hint: Optional[int] = None,
-               batch_size: Optional[int] = None):
+               batch_size: Optional[int] = None, stop_evicted_servers: bool = True):
     from mmkit.validate import SetupError, check_hint, check_mappings
     check_mappings(mappings)  # before Beam's own checks, whose messages name no fix
     check_hint(max_models_per_worker_hint, len(mappings))
@@ -40,6 +40,7 @@ class FixedBatchKeyedModelHandler(ServeAloneOnFailure, KeyedModelHandler):
     self.keys = [key for mapping in mappings for key in mapping.keys]
     self.batch_size = batch_size
     self._prebatched = False
+    self.stop_evicted_servers = stop_evicted_servers  # False: Beam's own behaviour (bench/)
 
   def prebatched(self) -> "FixedBatchKeyedModelHandler":
     """A copy that takes ready-made batches (lists of (key, example), e.g. from GroupIntoBatches).
@@ -57,7 +58,7 @@ class FixedBatchKeyedModelHandler(ServeAloneOnFailure, KeyedModelHandler):
   def load_model(self):
     if self._single_model:
       return super().load_model()
-    return ObservedModelManager(self._id_to_mh_map)
+    return ObservedModelManager(self._id_to_mh_map, self.stop_evicted_servers)
 
   def batch_elements_kwargs(self) -> Mapping[str, Any]:
     if self.batch_size is None:
@@ -78,8 +79,9 @@ class ObservedModelManager(_ModelHandlerManager):
   `_ModelHandlerManager` (`tests/test_beam_findings.py` guards it).
   """
 
-  def __init__(self, mh_map: dict[str, ModelHandler]):
+  def __init__(self, mh_map: dict[str, ModelHandler], stop_evicted_servers: bool = True):
     super().__init__(mh_map)
+    self._stop_servers = stop_evicted_servers
     self._retiring: set[str] = set()  # tags of evicted models whose proxy server still runs
     self._users = 0  # processes that used this manager (each raised the cap once)
 
@@ -95,7 +97,7 @@ class ObservedModelManager(_ModelHandlerManager):
     # Only while one process uses the manager: another process may have been handed the
     # evicted model's tag and be about to connect to its server (measured: stopping it then
     # failed that process's batch). Shared runs are cleaned up at their end instead.
-    if self._retiring and self._users <= 1:
+    if self._retiring and self._stop_servers and self._users <= 1:
       self._retiring = retire_models(self._retiring)
     return stats
 

@@ -455,10 +455,11 @@ class RunReport:
     return frame
 
   def batch_frame(self):
-    """Inference batches timed by `wrap(..., time_batches=True)`: key, size, seconds, per-element ms."""
+    """Timed inference batches (all with `wrap(..., time_batches=True)`, else the proxied ones)."""
     import pandas as pd
     frame = pd.DataFrame([e for e in self.events if e["event"] == "batch"],
-                         columns=["t", "key", "pid", "size", "seconds"])
+                         columns=["t", "key", "pid", "size", "seconds", "proxied"])
+    frame["proxied"] = frame["proxied"].fillna(False).astype(bool)
     frame["t"] = frame["t"] - self.start
     frame["ms_per_element"] = 1000 * frame["seconds"] / frame["size"].clip(lower=1)
     return frame
