@@ -30,7 +30,7 @@ class FixedBatchKeyedModelHandler(ServeAloneOnFailure, KeyedModelHandler):
   """
 
   def __init__(self, mappings: Sequence[KeyModelMapping], max_models_per_worker_hint: Optional[int] = None,
-               batch_size: Optional[int] = None, stop_evicted_servers: bool = True):
+               batch_size: Optional[int] = None, stop_evicted_servers: bool = False):
     from mmkit.validate import SetupError, check_hint, check_mappings
     check_mappings(mappings)  # before Beam's own checks, whose messages name no fix
     check_hint(max_models_per_worker_hint, len(mappings))
@@ -40,7 +40,9 @@ class FixedBatchKeyedModelHandler(ServeAloneOnFailure, KeyedModelHandler):
     self.keys = [key for mapping in mappings for key in mapping.keys]
     self.batch_size = batch_size
     self._prebatched = False
-    self.stop_evicted_servers = stop_evicted_servers  # False: Beam's own behaviour (bench/)
+    # True: stop evicted models' proxy servers during the run (bench/evicted_servers.py);
+    # off by default, so a kit run's times are Beam's own.
+    self.stop_evicted_servers = stop_evicted_servers
 
   def prebatched(self) -> "FixedBatchKeyedModelHandler":
     """A copy that takes ready-made batches (lists of (key, example), e.g. from GroupIntoBatches).
@@ -74,12 +76,15 @@ class ObservedModelManager(_ModelHandlerManager):
   (`increment_max_models`). Neither is visible from outside, and an evicted model is freed
   only when the last batch holding it lets go. So each decision is recorded on the traced
   handler it concerns: `evict` (with the cap) and `cap` (the new cap, from Beam's own
-  field). Untraced handlers record nothing. And once an evicted model is freed, its proxy
-  server is stopped (`retire_models`), which Beam never does. Relies on Beam 2.77's private
+  field). Untraced handlers record nothing. With `stop_evicted_servers`, an evicted model's
+  proxy server is stopped once the model is freed (`retire_models`), which Beam never does.
+  Relies on Beam 2.77's private
   `_ModelHandlerManager` (`tests/test_beam_findings.py` guards it).
   """
 
-  def __init__(self, mh_map: dict[str, ModelHandler], stop_evicted_servers: bool = True):
+  RETIRE_EVERY = 16  # evicted models' servers left running at most (32 threads)
+
+  def __init__(self, mh_map: dict[str, ModelHandler], stop_evicted_servers: bool = False):
     super().__init__(mh_map)
     self._stop_servers = stop_evicted_servers
     self._retiring: set[str] = set()  # tags of evicted models whose proxy server still runs
@@ -93,11 +98,12 @@ class ObservedModelManager(_ModelHandlerManager):
       self._retiring.add(self._tag_map[victim])
       _record(self._mh_map[victim], "evict", cap=self._max_models, resident=len(self._tag_map))
     stats = super().load(key)
-    # Beam never stops an evicted model's server; left running, they slow the whole run.
+    # Beam never stops an evicted model's server (two threads each, until the run's end).
     # Only while one process uses the manager: another process may have been handed the
     # evicted model's tag and be about to connect to its server (measured: stopping it then
     # failed that process's batch). Shared runs are cleaned up at their end instead.
-    if self._retiring and self._stop_servers and self._users <= 1:
+    # Stopped in groups: one server at a time cost about 2 ms per load in thread wake-ups.
+    if len(self._retiring) >= self.RETIRE_EVERY and self._stop_servers and self._users <= 1:
       self._retiring = retire_models(self._retiring)
     return stats
 
@@ -152,10 +158,11 @@ def release_resident_models() -> int:
 def retire_models(tags: Iterable[str], force: bool = False) -> set[str]:
   """Stops the proxy servers of these shared models once freed (`force`: frees them first).
 
-  Returns the tags whose model something still holds (left for a later call). A server's
-  thread wakes every second, so each one left running costs every later step of a run a
-  little: a thrashing run that never stops them slows down as it goes (measured: 13 ms per
-  load over 200 loads, 47 ms per load over 1,600: docs/beam_findings.md).
+  Returns the tags whose model something still holds (left for a later call). Each server
+  left running keeps two threads until the run ends (6,407 threads after 3,200 loads);
+  stopping them mid-run costs about 1.5 ms per load and saves little on a quiet machine, but
+  on one crowded with threads a 1,600-load run took 75 s as is and 9 s with them stopped
+  (`python bench/evicted_servers.py`, docs/beam_findings.md section 1).
   """
   manager = multi_process_shared._process_level_singleton_manager
   addresses, held, files = set(), set(), []

@@ -156,16 +156,28 @@ def test_every_release_carries_its_eviction_its_free_time_and_the_memory_after()
   assert report.max_resident == 2
 
 
-def test_evicted_models_proxy_servers_are_stopped_during_the_run():
+@pytest.mark.parametrize("stop_servers", [False, True])
+def test_evicted_models_proxy_servers_run_until_the_end_unless_stopped(stop_servers):
   import threading
 
-  from mmkit.experiment import keyed_pipeline, model_handlers
-  from mmkit.keyed import release_resident_models
-  from mmkit.pipelines import runner_options
-  run = KeyedRun(models=4, hint=1, elements=120, stream="cycle", batch_size=1)
+  from apache_beam.ml.inference.base import KeyModelMapping
+
+  from mmkit import data
+  from mmkit.experiment import model_handlers
+  from mmkit.keyed import FixedBatchKeyedModelHandler, ObservedModelManager, release_resident_models
+  from mmkit.pipelines import KeyedInference, keyed_examples, new_pipeline
+  handler = FixedBatchKeyedModelHandler(
+      [KeyModelMapping([k], mh) for k, mh in model_handlers(4).items()],
+      max_models_per_worker_hint=1, batch_size=1, stop_evicted_servers=stop_servers)
+  examples = keyed_examples(data.key_stream("cycle", data.SOURCES[:4], 120))
+  pipeline = new_pipeline("direct")
+  _ = pipeline | beam.Create(examples, reshuffle=False) | KeyedInference(handler)
   before = threading.active_count()
-  keyed_pipeline(run, model_handlers(4), runner_options()).run().wait_until_finish()
-  # 120 loads: Beam alone would leave two threads per load (a proxy server each) running.
-  after = threading.active_count()
+  pipeline.run().wait_until_finish()
+  grown = threading.active_count() - before
   release_resident_models()
-  assert after - before < 20
+  if stop_servers:  # stopped in groups: at most a group's worth is left
+    assert grown <= 2 * ObservedModelManager.RETIRE_EVERY + 10
+  else:  # Beam as is: two threads per load (120 loads) until the run's end
+    assert grown >= 2 * 120
+  assert threading.active_count() <= before + 5  # the kit's cleanup ends them all
