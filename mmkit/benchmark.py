@@ -152,18 +152,22 @@ def _timed(fn, *args) -> tuple[float, float]:
 
 
 def run_bench(sizes=(20_000, 200_000), example_style_max: int = 20_000, progress: bool = True,
-              repeats: int = 1, threads: Optional[int] = None) -> list[dict]:
+              repeats: int = 1, threads: Optional[int] = None,
+              patterns=("single", "keyed")) -> list[dict]:
   """The benchmark's rows: one per method, pattern, size and start-up accounting.
 
   Each of `repeats` rounds measures raw torch and then the kit, back to back, so a ratio
   compares two runs that saw the same load on a shared machine; a row holds the medians
   (seconds, and the ratio over the rounds' ratios) and `others_cpu`, the median share of the
-  CPUs that other processes took meanwhile. `threads`: torch's threads (default: one per CPU).
+  CPUs that other processes took meanwhile. `threads`: torch's threads (default: one per CPU);
+  `patterns`: "single", "keyed" or both.
   """
+  if not patterns or set(patterns) - {"single", "keyed"}:
+    raise ValueError(f"patterns must be among 'single', 'keyed', got {patterns!r}.")
   from tqdm.auto import tqdm
   torch.set_num_threads(threads or os.cpu_count() or 1)
   rows = []
-  jobs = [(p, n) for p in ("single", "keyed") for n in sizes]
+  jobs = [(p, n) for p in ("single", "keyed") if p in patterns for n in sizes]
   for pattern, n in tqdm(jobs, desc="bench", disable=not progress, file=sys.stderr):
     keyed = pattern == "keyed"
     raw_torch(BLOCK, keyed)  # warm-up: model loads, thread pools

@@ -133,3 +133,11 @@ def test_bench_rows_compare_each_method_with_raw_torch():
       # One ratio per round, each from a raw run and a kit run measured back to back.
       assert len(r["ratios"]) == 2
       assert r["ratio_to_raw"] == pytest.approx(median(r["ratios"]), abs=2e-3)
+
+
+def test_bench_runs_only_the_patterns_asked_for():
+  from mmkit.benchmark import run_bench
+  rows = run_bench(sizes=(1024,), example_style_max=0, progress=False, patterns=("single",))
+  assert {(r["method"], r["pattern"]) for r in rows} == {("raw_torch", "single"), ("kit", "single")}
+  with pytest.raises(ValueError, match="patterns"):
+    run_bench(sizes=(1024,), patterns=("both",))
