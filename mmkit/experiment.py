@@ -10,11 +10,11 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data, models
-from mmkit.keyed import keyed_handler, release_resident_models
+from mmkit.keyed import keyed_handler, release_resident_models, return_freed_memory
 from mmkit.pipelines import (GROUPINGS, RUNNERS, CountElements, KeyedInference, forget_interactive_pipeline, keyed_examples,
                              model_keys, new_pipeline, source_of)
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
-from mmkit.tracing import RunReport, Tracer
+from mmkit.tracing import RunReport, Tracer, process_rss_mb
 from mmkit.validate import check_state_dict
 from mmkit.workers import child_pids, stop_worker_processes, stop_workers_on_interrupt
 
@@ -105,8 +105,13 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
       result = pipeline.run()
       result.wait_until_finish()
       pipeline_end = time.time()
-      # Models still resident when the pipeline ends are freed here, so their releases count.
-      release_resident_models()
+      # Models still resident when the pipeline ends are freed here, so their releases count;
+      # this process's memory is read at each step (what freeing and malloc_trim give back).
+      memory = {"rss_at_end_mb": process_rss_mb()}
+      release_resident_models(trim=False)
+      memory["rss_after_free_mb"] = process_rss_mb()
+      return_freed_memory()
+      memory["rss_after_trim_mb"] = process_rss_mb()
   except BaseException as error:
     # Interrupted (a reader pressing stop) or failed: free what Beam holds and end its worker
     # processes, so the next run in this kernel starts clean.
@@ -119,7 +124,8 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   finally:
     if run.runner == "interactive" and pipeline is not None:
       forget_interactive_pipeline(pipeline)
-  report = tracer.report(result, **asdict(run), **predicted_loads(run), pipeline_end=pipeline_end)
+  report = tracer.report(result, **asdict(run), **predicted_loads(run), **memory,
+                         pipeline_end=pipeline_end)
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   report.extra["dead_letters"] = report.counts.get("dead_letters", 0)
   return report

@@ -133,7 +133,7 @@ def keyed_handler(handlers: Mapping[str, ModelHandler], hint: Optional[int] = No
   return FixedBatchKeyedModelHandler(mappings, max_models_per_worker_hint=hint, batch_size=batch_size)
 
 
-def release_resident_models() -> int:
+def release_resident_models(trim: bool = True) -> int:
   """Frees what Beam's keyed models leave in this process after a run; returns how many models.
 
   Beam's keyed model manager keeps each loaded model in a process-wide registry of
@@ -141,7 +141,8 @@ def release_resident_models() -> int:
   socket) for every model it loads, evicted ones included. When the pipeline ends nothing
   stops them: in a notebook every run leaves its resident models behind, and a thrashing
   run leaves thousands of threads. This frees the models, stops their servers and removes
-  the rendezvous files Beam wrote in the temp dir.
+  the rendezvous files Beam wrote in the temp dir; `trim` then hands freed heap memory back
+  to the system (`return_freed_memory`).
   """
   manager = multi_process_shared._process_level_singleton_manager
   # Tags Beam makes per run start with a uuid4 hex: keyed models (the bare uuid), and each
@@ -151,7 +152,8 @@ def release_resident_models() -> int:
   freed = sum(1 for tag in tags if len(tag) == 32 and manager.entries[tag].initialied)
   retire_models(tags, force=True)
   remove_stale_rendezvous_files()  # those of dead worker processes' servers
-  return_freed_memory()
+  if trim:
+    return_freed_memory()
   return freed
 
 

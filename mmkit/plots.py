@@ -5,7 +5,8 @@ from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
 
-__all__ = ["sweep_figure", "memory_timeline_figure", "workers_figure", "worker_names"]
+__all__ = ["sweep_figure", "memory_timeline_figure", "workers_figure", "worker_names",
+           "eviction_figure"]
 
 LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR = "#1f77b4", "#d62728", "#2ca02c"
 
@@ -116,5 +117,55 @@ def workers_figure(report, title: Optional[str] = None):
   bars.set_xticks(range(len(names)), list(names.values()))
   bars.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
   bars.set_title(f"Who did what (cap in force: {report.effective_cap})", fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def eviction_figure(report, title: Optional[str] = None):
+  """Models Beam holds (loads minus evictions) against models in memory (loads minus frees),
+  over memory above the run's starting point; eviction and free ticks on their own lane (04)."""
+  events = report.to_frame()
+  evictions = [e["t"] - report.start for e in report.events if e["event"] == "evict"]
+  fig, (mem, held) = plt.subplots(2, 1, figsize=(10, 4.6), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 2]})
+  timeline = report.memory_timeline()
+  base = timeline[0]["rss_mb"] if timeline else 0.0
+  mem.plot([p["t"] for p in timeline], [p["rss_mb"] - base for p in timeline], color=MEMORY_COLOR,
+           linewidth=1.2, label="memory above the start (RSS, process tree)")
+  mem.set_ylabel("MB above the start")
+  mem.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+  steps = {"loaded, not yet evicted (Beam's view)": [], "in memory (not yet freed)": []}
+  counts = [0, 0]
+  marks = sorted([(t, "load") for t in events[events.event == "load"].t]
+                 + [(t, "release") for t in events[events.event == "release"].t]
+                 + [(t, "evict") for t in evictions])
+  for t, kind in marks:
+    counts[0] += {"load": 1, "evict": -1}.get(kind, 0)
+    counts[1] += {"load": 1, "release": -1}.get(kind, 0)
+    for (name, line), n in zip(steps.items(), counts):
+      line.append((t, n))
+  for (name, line), color, style in zip(steps.items(), (LOAD_COLOR, RELEASE_COLOR), ("-", "--")):
+    if line:
+      held.step(*zip(*line), where="post", color=color, linestyle=style, label=name)
+  size = report.extra.get("model_mb")
+  in_memory = steps["in memory (not yet freed)"]
+  if size and in_memory:  # what the models alone would take, beside what the process holds
+    mem.step([t for t, _ in in_memory], [n * size for _, n in in_memory], where="post",
+             color="black", linestyle="--", linewidth=0.9,
+             label=f"models in memory x {size:g} MB")
+    mem.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+  if report.effective_cap is not None:
+    held.axhline(report.effective_cap, color="gray", linewidth=0.8, linestyle=":",
+                 label=f"cap in force ({report.effective_cap})")
+  top = max([n for line in steps.values() for _, n in line] + [1])
+  for ts, y, color, label in ((evictions, top + 0.9, LOAD_COLOR, "evictions"),
+                              (list(events[events.event == "release"].t), top + 0.5, RELEASE_COLOR,
+                               "frees")):
+    held.plot(ts, [y] * len(ts), "|", color=color, markersize=7, alpha=0.7, label=label)
+  held.set_ylim(0, top + 1.3)
+  held.set_ylabel("models")
+  held.set_xlabel("seconds since the run started")
+  held.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+  mem.set_title(title or f"hint={report.extra.get('hint')}: evicted, freed, returned", fontsize=10)
   fig.tight_layout()
   return fig

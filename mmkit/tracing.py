@@ -41,7 +41,7 @@ __all__ = ["TracedModelHandler", "Tracer", "RunReport", "MemorySampler", "beam_l
 _own_process: Optional[psutil.Process] = None
 
 
-def _rss_mb() -> float:
+def process_rss_mb() -> float:
   """This process's resident memory; the psutil handle is cached (a new one costs ~30 us more)."""
   global _own_process
   try:
@@ -93,7 +93,7 @@ def record_count(log_dir: str, name: str, n: int) -> None:
 
 def _record_release(log_dir: str, key: str, pid: int) -> None:
   _append_event(log_dir, {"event": "release", "key": key, "pid": pid, "t": time.time(),
-                          "rss_mb": _rss_mb()})
+                          "rss_mb": process_rss_mb()})
 
 
 def _is_remote(model: Any) -> bool:
@@ -132,7 +132,7 @@ class TracedModelHandler(ModelHandler):
     end = time.time()
     pid = os.getpid()
     _append_event(self._log_dir, {"event": "load", "key": self._key, "pid": pid, "t": end,
-                                  "seconds": end - start, "rss_mb": _rss_mb()})
+                                  "seconds": end - start, "rss_mb": process_rss_mb()})
     try:
       weakref.finalize(model, _record_release, self._log_dir, self._key, pid)
     except TypeError:
