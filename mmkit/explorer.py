@@ -129,7 +129,7 @@ class RunWatcher:
     self._served = served_before_load(run)
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._loop, name="mmkit-explorer-watch", daemon=True)
-    self._sampler = MemorySampler(interval)
+    self._sampler = MemorySampler(interval, in_process=True)  # read live, while the run goes
     self._log: Optional[str] = None
     self._offset = 0
     self._loads = self._releases = self._batch_elements = 0

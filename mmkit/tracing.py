@@ -21,6 +21,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -32,6 +34,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import psutil
 from apache_beam.ml.inference.base import ModelHandler
+
+from mmkit.memwatch import TreeSampler
 
 MB = 2**20
 
@@ -191,70 +195,68 @@ class TracedModelHandler(ModelHandler):
 
 
 class MemorySampler:
-  """Samples the resident memory of this process and all its descendants in a thread.
+  """Samples the resident memory of this process and all its descendants while a run goes.
 
   Descendants matter: the multi-processing DirectRunner runs workers as child processes,
-  and Beam can serve shared models from a spawned server process. Finding the descendants
-  means reading every process of the machine (2-3 ms here), so it is done every
-  `refresh_every` samples; each sample in between reads only the known processes' memory
-  (about 20 us each). A process started in between is first sampled up to
-  `interval x refresh_every` (0.5 s) late.
+  and Beam can serve shared models from a spawned server process. The sampling runs in a
+  process of its own (`python -m mmkit.memwatch`): as a thread here it competed for the GIL
+  with Beam's threads and cost a swapping run 5-8% (`bench/tracing_overhead.py`). Samples
+  are read when the sampler stops, plus one taken here at start and one at stop. `samples`
+  also holds, while the run goes, the start sample only; `in_process=True` samples from a
+  thread instead, so `samples` grows live (the explorer's progress uses that).
   """
 
-  def __init__(self, interval: float = 0.05, refresh_every: int = 10):
+  def __init__(self, interval: float = 0.05, refresh_every: int = 10, in_process: bool = False):
     self.interval = interval
     self.refresh_every = refresh_every
+    self.in_process = in_process
     self.samples: list[dict] = []  # {"t", "pid", "rss_mb", "role"}
+    self._tree = TreeSampler()
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
-    self._root = psutil.Process()
-    self._roles: dict[int, str] = {}
-    self._procs: list[psutil.Process] = [self._root]
-    self._ticks = 0
+    self._child: Optional[subprocess.Popen] = None
+    self._out = None
 
   def sample_once(self, refresh: bool = True) -> None:
-    if refresh:
-      try:
-        self._procs = [self._root, *self._root.children(recursive=True)]
-      except psutil.Error:
-        pass
-    now = time.time()
-    for proc in self._procs:
-      try:
-        rss = proc.memory_info().rss / MB
-      except psutil.Error:
-        continue
-      self.samples.append({"t": now, "pid": proc.pid, "rss_mb": rss, "role": self._role(proc)})
-
-  def _role(self, proc: psutil.Process) -> str:
-    """main, worker (a Beam SDK worker process), or child (anything else), cached per pid."""
-    if proc.pid not in self._roles:
-      try:
-        cmd = proc.cmdline()
-      except psutil.Error:
-        cmd = []
-      # A worker is the python process running Beam's SDK harness (not the shell that starts it).
-      is_worker = bool(cmd) and "python" in cmd[0] and any("sdk_worker" in part for part in cmd)
-      self._roles[proc.pid] = "main" if proc.pid == self._root.pid else "worker" if is_worker else "child"
-    return self._roles[proc.pid]
+    self.samples.extend(self._tree.sample(refresh))
 
   def _loop(self) -> None:
-    while not self._stop.is_set():
-      self._ticks += 1
-      self.sample_once(refresh=self._ticks % self.refresh_every == 0)
-      self._stop.wait(self.interval)
+    ticks = 0
+    while not self._stop.wait(self.interval):
+      ticks += 1
+      self.sample_once(refresh=ticks % self.refresh_every == 0)
 
   def start(self) -> "MemorySampler":
+    if self.in_process:
+      self._thread = threading.Thread(target=self._loop, name="mmkit-memory", daemon=True)
+      self._thread.start()
+    else:
+      self._out = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+      self._child = subprocess.Popen(
+          [sys.executable, "-m", "mmkit.memwatch", str(os.getpid()), "--interval",
+           str(self.interval), "--refresh-every", str(self.refresh_every)],
+          stdin=subprocess.PIPE, stdout=self._out, stderr=subprocess.DEVNULL)
+      self._tree.skip.add(self._child.pid)  # its own few MB are not the run's
     self.sample_once()
-    self._thread = threading.Thread(target=self._loop, name="mmkit-memory", daemon=True)
-    self._thread.start()
     return self
 
   def stop(self) -> None:
     self._stop.set()
     if self._thread is not None:
       self._thread.join()
+    if self._child is not None:
+      try:
+        self._child.stdin.close()  # asks it to stop
+        self._child.wait(timeout=10)
+      except (OSError, subprocess.TimeoutExpired):
+        self._child.kill()
+        self._child.wait()
+      self._out.seek(0)
+      self.samples.extend(json.loads(line) for line in self._out if line.strip())
+      self._out.close()
+      self._child = None
     self.sample_once()
+    self.samples.sort(key=lambda sample: sample["t"])
 
 
 def beam_load_counts(result: Any) -> Optional[dict]:
