@@ -9,7 +9,8 @@ The notebooks in `notebooks/` tell the story; each module here holds the code th
 - `keyed`: a KeyedModelHandler with reproducible batching; freeing what Beam keeps (03, 04).
 - `validate`, `deadletter`: errors that name the fix before a run, dead letters during one (02, 03).
 - `pipelines`: runner options and the keyed pipeline pieces shared by notebooks and the CLI (03, 04).
-- `tracing`, `plots`: every model load and release, the memory of the process tree, their pictures (04).
+- `tracing`, `memwatch`, `plots`: every model load, eviction and release, the memory of the process
+  tree (sampled from a process of its own), their pictures (04).
 - `simulate`: Beam's LRU replayed without Beam, Belady's optimum, working sets (04, 05).
 - `experiment`, `explorer`, `capacity`, `workers`: one traced run, the hint widget, sizing a
   worker, and stopping a run cleanly (04).

@@ -181,3 +181,16 @@ def test_evicted_models_proxy_servers_run_until_the_end_unless_stopped(stop_serv
   else:  # Beam as is: two threads per load (120 loads) until the run's end
     assert grown >= 2 * 120
   assert threading.active_count() <= before + 5  # the kit's cleanup ends them all
+
+
+def test_memory_sampler_samples_from_its_own_process_and_leaves_none_behind():
+  import psutil
+  sampler = MemorySampler(interval=0.02).start()
+  helper = sampler._child.pid
+  time.sleep(0.5)
+  sampler.stop()
+  times = {s["t"] for s in sampler.samples}
+  assert len(times) > 5  # sampled while this process slept: the sampling ran elsewhere
+  assert helper not in {s["pid"] for s in sampler.samples}  # its own memory is not the run's
+  assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
+  assert [s["t"] for s in sampler.samples] == sorted(s["t"] for s in sampler.samples)
