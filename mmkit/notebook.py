@@ -18,6 +18,7 @@ def quiet_logging() -> None:
 def setup() -> None:
   """Call once at the top of a notebook, before importing Beam."""
   quiet_logging()
+  progress_that_clears_itself()
   import matplotlib.pyplot as plt
   plt.rcParams.update({"figure.figsize": (7, 3.5), "figure.dpi": 100, "axes.grid": True,
                        "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
@@ -38,3 +39,27 @@ def quiet_worker_processes():
     os.dup2(saved, 2)
     os.close(saved)
     os.close(devnull)
+
+
+def progress_that_clears_itself() -> None:
+  """Beam's "Processing..." indicator, emptied when done instead of removed by JavaScript.
+
+  The InteractiveRunner shows a spinner (HTML with a stylesheet from a CDN) while `ib.collect`
+  runs and removes it with a JavaScript call, which a saved notebook never runs: on GitHub and
+  in nbconvert every collect leaves a spinner and a `<script>`. Here the same text goes into a
+  display that is updated to nothing when the work is done, so live readers see progress and
+  saved outputs hold none.
+  """
+  from apache_beam.runners.interactive import utils
+
+  def enter(indicator):
+    from IPython.display import HTML, display
+    indicator.mmkit_display = display(HTML(f"<i>{indicator._enter_text}</i>"), display_id=True)
+
+  def leave(indicator, *exc):
+    from IPython.display import HTML
+    if getattr(indicator, "mmkit_display", None) is not None:
+      indicator.mmkit_display.update(HTML(""))
+
+  utils.ProgressIndicator.__enter__ = enter
+  utils.ProgressIndicator.__exit__ = leave

@@ -43,3 +43,15 @@ def test_notebook_metadata_is_clean(path):
       counts.append(cell["execution_count"])
   # Run top to bottom in a fresh kernel: 1, 2, 3, ... (tools/run_notebooks.py does that).
   assert counts == list(range(1, len(counts) + 1)), "re-run with tools/run_notebooks.py"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_reads_cleanly_on_github(path):
+  # Beam's progress spinner and its removal script show as noise in saved outputs
+  # (mmkit.notebook.progress_that_clears_itself empties it); long lines scroll sideways.
+  nb = json.load(open(path))
+  code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+  outputs = json.dumps([c["outputs"] for c in code])
+  assert "Processing..." not in outputs and "<script" not in outputs
+  long = [line for c in code for line in "".join(c["source"]).splitlines() if len(line) > 100]
+  assert not long, f"code lines over 100 characters: {long[:2]}"
