@@ -14,13 +14,13 @@ import logging
 import threading
 import time
 
+import apache_beam as beam
+from apache_beam.ml.inference.base import KeyModelMapping
+
+from mmkit import data
 from mmkit.experiment import KeyedRun, model_handlers
 from mmkit.keyed import FixedBatchKeyedModelHandler, release_resident_models
 from mmkit.pipelines import KeyedInference, keyed_examples, model_keys, new_pipeline
-from mmkit import data
-from apache_beam.ml.inference.base import KeyModelMapping
-
-import apache_beam as beam
 
 
 def run_once(loads: int, stop_servers: bool) -> tuple[float, int]:
