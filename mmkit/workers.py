@@ -91,11 +91,15 @@ def stop_workers_on_interrupt() -> Iterator[None]:
 
   signal.signal(signal.SIGINT, on_interrupt)
   threading.excepthook = quiet_worker_deaths
+  was_reaper = _adopt_orphans(True)
   watcher = _InterruptWatcher(interrupted, end_workers)
   try:
     yield
   finally:
     watcher.close()
+    if interrupted.is_set():
+      end_workers()  # a worker orphaned as its shell was ended is ours now (see _adopt_orphans)
+    _adopt_orphans(was_reaper)
     signal.signal(signal.SIGINT, previous_handler)
     threading.excepthook = previous_hook
     beam_logger.setLevel(beam_level)
@@ -151,6 +155,26 @@ class _InterruptWatcher:
     self._read.shutdown(socket.SHUT_RDWR)
     self._thread.join(timeout=2)
     self._read.close()
+
+
+def _adopt_orphans(on: bool) -> bool:
+  """Makes this process the child subreaper (Linux): orphaned descendants become its children.
+
+  Beam starts each worker through `sh -c`. Ending the shell just as it starts the worker
+  orphans the worker, which then leaves the process tree, escapes the cleanup and waits 60 s
+  for a logging channel that is gone (seen once in a fresh clone's test run). As subreaper,
+  the orphan stays a child here and is ended with the others. Returns the previous setting;
+  does nothing (False) where prctl is not available.
+  """
+  import ctypes
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    previous = ctypes.c_int(0)
+    libc.prctl(37, ctypes.byref(previous), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
+    libc.prctl(36, int(on), 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    return bool(previous.value)
+  except (OSError, AttributeError):
+    return False
 
 
 def _raised_in_beam(tb) -> bool:
