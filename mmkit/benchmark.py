@@ -209,7 +209,7 @@ def _row(method, pattern, n, startup_included, measured, ratios) -> dict:
   from statistics import median
   seconds = median(s for s, _ in measured)
   return {"method": method, "pattern": pattern, "elements": n, "startup_included": startup_included,
-          "seconds": round(seconds, 3), "elements_per_s": round(n / seconds),
+          "seconds": float(f"{seconds:.4g}"), "elements_per_s": round(n / seconds),
           "ratio_to_raw": round(median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
           "others_cpu": round(median(o for _, o in measured), 2)}
 

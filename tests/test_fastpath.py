@@ -124,8 +124,8 @@ def test_bench_rows_compare_each_method_with_raw_torch():
   assert methods == {("raw_torch", "single"), ("kit", "single"), ("example_style", "single"),
                      ("raw_torch", "keyed"), ("kit", "keyed")}
   for r in rows:
-    # seconds are rounded
-    assert r["elements_per_s"] == pytest.approx(r["elements"] / r["seconds"], rel=0.05)
+    # seconds keep 4 significant digits, so a run of a few ms still gives its rate
+    assert r["elements_per_s"] == pytest.approx(r["elements"] / r["seconds"], rel=1e-3, abs=1)
     assert 0.0 <= r["others_cpu"] <= 1.0
     if r["method"] == "raw_torch":
       assert r["ratio_to_raw"] == 1.0
