@@ -24,7 +24,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python -m mmkit sweep --model-mb 16 --out results
 
+# Lint and format first (seconds), then the suite.
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 lab: install

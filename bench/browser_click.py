@@ -9,6 +9,7 @@ so it includes the kernel round trip and the figure sent to the page. The first 
 page warms imports and the synthetic models and is not counted. Needs the `browser` extra and
 `apt-get install -y chromium`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,20 +65,36 @@ def _free_port() -> int:
 
 def _notebook(settings: dict) -> nbformat.NotebookNode:
   nb = nbformat.v4.new_notebook()
-  nb.cells = [nbformat.v4.new_code_cell(
-    "from mmkit import notebook\nnotebook.setup()\nfrom mmkit.explorer import explorer\n"
-    f"explorer(**{settings!r})")]
-  nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
-                               "name": "python3"}
+  nb.cells = [
+    nbformat.v4.new_code_cell(
+      "from mmkit import notebook\nnotebook.setup()\nfrom mmkit.explorer import explorer\n"
+      f"explorer(**{settings!r})"
+    )
+  ]
+  nb.metadata["kernelspec"] = {
+    "display_name": "Python 3 (ipykernel)",
+    "language": "python",
+    "name": "python3",
+  }
   return nb
 
 
 def _serve(path: Path) -> tuple[subprocess.Popen, str]:
   port = _free_port()
   log = open(path.with_suffix(".log"), "w")
-  server = subprocess.Popen([sys.executable, "-m", "voila", "--no-browser", f"--port={port}",
-                             "--Voila.ip=127.0.0.1", str(path)],
-                            stdout=log, stderr=subprocess.STDOUT)
+  server = subprocess.Popen(
+    [
+      sys.executable,
+      "-m",
+      "voila",
+      "--no-browser",
+      f"--port={port}",
+      "--Voila.ip=127.0.0.1",
+      str(path),
+    ],
+    stdout=log,
+    stderr=subprocess.STDOUT,
+  )
   url = f"http://127.0.0.1:{port}"
   deadline = time.time() + 120
   while time.time() < deadline:
@@ -101,8 +118,9 @@ def main() -> None:
   times, runs = {name: [] for name in names}, {name: [] for name in names}
   try:
     with sync_playwright() as p:
-      browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                  args=["--no-sandbox"])
+      browser = p.chromium.launch(
+        executable_path=shutil.which("chromium"), headless=True, args=["--no-sandbox"]
+      )
       for i, name in enumerate(names):
         path = folder / f"variant{i}.ipynb"
         nbformat.write(_notebook(VARIANTS[name]), path)
@@ -123,14 +141,18 @@ def main() -> None:
       server.wait()
     shutil.rmtree(folder, ignore_errors=True)
   load = os.getloadavg()[0]
-  print(f"explorer click in chromium (Voila), {args.clicks} clicks per variant, interleaved; "
-        f"load average {load:.1f} on {os.cpu_count()} cores:")
+  print(
+    f"explorer click in chromium (Voila), {args.clicks} clicks per variant, interleaved; "
+    f"load average {load:.1f} on {os.cpu_count()} cores:"
+  )
   for name in names:
     ts = times[name]
-    print(f"  {name:24} click median {statistics.median(ts):.2f} s "
-          f"(min {min(ts):.2f}, max {max(ts):.2f}; "
-          f"goal <= 1 s), of which the traced run {statistics.median(runs[name]):.2f} s  "
-          f"{json.dumps([round(t, 2) for t in ts])}")
+    print(
+      f"  {name:24} click median {statistics.median(ts):.2f} s "
+      f"(min {min(ts):.2f}, max {max(ts):.2f}; "
+      f"goal <= 1 s), of which the traced run {statistics.median(runs[name]):.2f} s  "
+      f"{json.dumps([round(t, 2) for t in ts])}"
+    )
 
 
 if __name__ == "__main__":

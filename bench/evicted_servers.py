@@ -9,6 +9,7 @@ kit's keyed handler stops an evicted model's server once the model is freed
 stream in batches of one (a load per element), in-process DirectRunner; prints seconds, ms
 per load and the threads alive at the end of each run.
 """
+
 import argparse
 import logging
 import threading
@@ -26,9 +27,12 @@ from mmkit.pipelines import KeyedInference, keyed_examples, model_keys, new_pipe
 def run_once(loads: int, stop_servers: bool) -> tuple[float, int]:
   run = KeyedRun(models=4, hint=1, elements=loads, stream="cycle", batch_size=1)
   handlers = model_handlers(run.models)
-  handler = FixedBatchKeyedModelHandler([KeyModelMapping([k], mh) for k, mh in handlers.items()],
-                                        max_models_per_worker_hint=1, batch_size=1,
-                                        stop_evicted_servers=stop_servers)
+  handler = FixedBatchKeyedModelHandler(
+    [KeyModelMapping([k], mh) for k, mh in handlers.items()],
+    max_models_per_worker_hint=1,
+    batch_size=1,
+    stop_evicted_servers=stop_servers,
+  )
   examples = keyed_examples(data.key_stream(run.stream, model_keys(run.models), run.elements))
   pipeline = new_pipeline("direct")
   _ = pipeline | beam.Create(examples, reshuffle=False) | KeyedInference(handler)
@@ -49,8 +53,11 @@ def main():
     for stop in (False, True):
       seconds, threads = run_once(loads, stop)
       who = "kit (stops evicted servers)" if stop else "Beam as is"
-      print(f"{loads} loads, {who}: {seconds:.2f} s, {1000 * seconds / loads:.1f} ms per load, "
-            f"{threads} threads at the end", flush=True)
+      print(
+        f"{loads} loads, {who}: {seconds:.2f} s, {1000 * seconds / loads:.1f} ms per load, "
+        f"{threads} threads at the end",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 Prints wall and CPU seconds (this process and its children): on a shared machine the CPU time
 moves less with the load. bench/browser_click.py measures the click in chromium (goal: 1 s).
 """
+
 import argparse
 import os
 import statistics
@@ -38,10 +39,12 @@ def main():
     walls.append(time.perf_counter() - start)
     cpus.append(_cpu_seconds() - cpu)
   print(f"explorer click in-process, defaults {DEFAULTS}, load average {os.getloadavg()[0]:.1f}:")
-  print(f"  wall median {statistics.median(walls):.2f} s (max {max(walls):.2f}), CPU median "
-        f"{statistics.median(cpus):.2f} s over {args.clicks} clicks; "
-        f"last run: {report.loads} loads, "
-        f"peak {report.peak_rss_mb:.0f} MB")
+  print(
+    f"  wall median {statistics.median(walls):.2f} s (max {max(walls):.2f}), CPU median "
+    f"{statistics.median(cpus):.2f} s over {args.clicks} clicks; "
+    f"last run: {report.loads} loads, "
+    f"peak {report.peak_rss_mb:.0f} MB"
+  )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 Runs copies in a temporary folder, so the committed notebooks are not touched.
 """
+
 import shutil
 import sys
 import tempfile
@@ -25,7 +26,10 @@ def main():
       seconds, peak = run(copy)
       worst = max(worst, peak)
       print(f"{original.name:28} {seconds:6.1f} s   peak {peak:6.0f} MB", flush=True)
-  print(f"{'all notebooks':28} {time.time() - start:6.1f} s   peak {worst:6.0f} MB (goal 180 s, 3072 MB)")
+  print(
+    f"{'all notebooks':28} {time.time() - start:6.1f} s   peak {worst:6.0f} MB"
+    " (goal 180 s, 3072 MB)"
+  )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ through a localhost proxy. This runs the keyed pipeline on the multi-processing 
 each process, and prints the median milliseconds per batch, local and proxied, per worker.
 A hint as big as the number of models keeps swaps out of the comparison.
 """
+
 import argparse
 import logging
 import statistics
@@ -30,8 +31,15 @@ def main():
   parser.add_argument("--model-mb", type=float, default=None)
   args = parser.parse_args()
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
-  run = KeyedRun(models=args.models, hint=args.hint, elements=args.elements, batch_size=args.batch_size,
-                 model_mb=args.model_mb, runner="multiprocess", spread=True).validate()
+  run = KeyedRun(
+    models=args.models,
+    hint=args.hint,
+    elements=args.elements,
+    batch_size=args.batch_size,
+    model_mb=args.model_mb,
+    runner="multiprocess",
+    spread=True,
+  ).validate()
   handlers = model_handlers(run.models, run.model_mb)
   with quiet_worker_processes(), Tracer() as tracer:
     traced = {k: tracer.wrap(mh, k, time_batches=True) for k, mh in handlers.items()}
@@ -41,13 +49,17 @@ def main():
   report = tracer.report(result)
   names = worker_names(report)
   batches = report.batch_frame()
-  print(f"{run.models} models, hint {run.hint}, {run.elements} elements, batches of {run.batch_size}, "
-        f"{report.seconds:.1f} s, effective cap {report.effective_cap}")
+  print(
+    f"{run.models} models, hint {run.hint}, {run.elements} elements, batches of {run.batch_size}, "
+    f"{report.seconds:.1f} s, effective cap {report.effective_cap}"
+  )
   for pid, rows in batches.groupby("pid"):
     for is_proxied, part in rows.groupby("proxied"):
       how = "through the proxy" if is_proxied else "locally"
-      print(f"{names.get(str(pid), pid)}: {len(part)} batches served {how}, "
-            f"median {1000 * statistics.median(part['seconds']):.2f} ms per batch")
+      print(
+        f"{names.get(str(pid), pid)}: {len(part)} batches served {how}, "
+        f"median {1000 * statistics.median(part['seconds']):.2f} ms per batch"
+      )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Beam's load is about build + stream_load + copy. Medians over `--loads` traced l
 `--repeats` timings; the machine may be shared, so `others_cpu` says how much of it other
 processes used meanwhile. Figures: docs/fast_path.md, "The cost of a swap".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,6 +56,7 @@ def _warm_page_cache(path) -> None:
 def beam_load_ms(megabytes: float, loads: int) -> list[float]:
   """The `seconds` of every model load a thrashing keyed run traced, in ms."""
   from mmkit.experiment import KeyedRun, run_keyed
+
   run = KeyedRun(models=2, hint=1, elements=loads, stream="cycle", model_mb=megabytes, batch_size=1)
   report = run_keyed(run)
   return [1000 * e["seconds"] for e in report.events if e["event"] == "load"]
@@ -75,6 +77,7 @@ def _copy_ms(megabytes: float, state: dict, repeats: int) -> float:
 def swap_row(megabytes: float, loads: int, repeats: int) -> dict:
   """One table row: Beam's load, the torch.load floor and building the module, in ms (medians)."""
   from apache_beam.io.filesystems import FileSystems
+
   paths = [str(models.sized_model_path(megabytes, index)) for index in range(2)]
   for path in paths:
     _warm_page_cache(path)
@@ -93,24 +96,34 @@ def swap_row(megabytes: float, loads: int, repeats: int) -> dict:
     stream_ms = _median_ms(load_state_as_beam_does, repeats)
     build_ms = _median_ms(lambda: models.SizedModel(megabytes), repeats)
     # Random init of big layers is slow: fewer timings.
-    build_init_ms = _median_ms(lambda: models.SizedModel(megabytes, initialize=True),
-                               max(repeats // 4, 1))
+    build_init_ms = _median_ms(
+      lambda: models.SizedModel(megabytes, initialize=True), max(repeats // 4, 1)
+    )
     copy_ms = _copy_ms(megabytes, load_state(), repeats)
   load_ms = statistics.median(beam_ms)
-  return {"model_mb": megabytes, "loads": len(beam_ms), "load_ms": round(load_ms, 1),
-          "floor_ms": round(floor_ms, 1), "build_ms": round(build_ms, 2),
-          "copy_ms": round(copy_ms, 1), "stream_load_ms": round(stream_ms, 1),
-          "build_init_ms": round(build_init_ms, 1), "load_over_floor": round(load_ms / floor_ms, 2),
-          "others_cpu": round(busy.others, 2)}
+  return {
+    "model_mb": megabytes,
+    "loads": len(beam_ms),
+    "load_ms": round(load_ms, 1),
+    "floor_ms": round(floor_ms, 1),
+    "build_ms": round(build_ms, 2),
+    "copy_ms": round(copy_ms, 1),
+    "stream_load_ms": round(stream_ms, 1),
+    "build_init_ms": round(build_init_ms, 1),
+    "load_over_floor": round(load_ms / floor_ms, 2),
+    "others_cpu": round(busy.others, 2),
+  }
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sizes", type=float, nargs="+", default=[16, 64, 256],
-                      help="model sizes in MB")
+  parser.add_argument(
+    "--sizes", type=float, nargs="+", default=[16, 64, 256], help="model sizes in MB"
+  )
   parser.add_argument("--loads", type=int, default=8, help="traced Beam loads per size")
-  parser.add_argument("--repeats", type=int, default=8,
-                      help="timings of torch.load, build and copy")
+  parser.add_argument(
+    "--repeats", type=int, default=8, help="timings of torch.load, build and copy"
+  )
   parser.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
   args = parser.parse_args(argv)
   if args.loads < 1 or args.repeats < 1 or any(not size > 0 for size in args.sizes):
@@ -121,6 +134,7 @@ def main(argv=None) -> int:
     print(json.dumps(rows, indent=1))
   else:
     import pandas as pd
+
     print(pd.DataFrame(rows).to_string(index=False))
   return 0
 

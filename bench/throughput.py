@@ -11,6 +11,7 @@ manager and the lock files taken are counted (`docs/fast_path.md`, "Where the ke
 goes"). The same pipelines run a second time with a model that costs next to nothing (one
 64 -> 10 layer), whose time is all overhead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,6 +64,7 @@ class CountCalls:
       def counted(*args, _name=name, _original=original, **kwargs):
         self.counts[_name] += 1
         return _original(*args, **kwargs)
+
       setattr(owner, attr, counted)
     return self
 
@@ -71,8 +73,9 @@ class CountCalls:
       setattr(owner, attr, original)
 
 
-def keyed_run(n: int, blocks_per_batch: int, share: bool,
-              tiny: bool = False) -> tuple[float, Counter]:
+def keyed_run(
+  n: int, blocks_per_batch: int, share: bool, tiny: bool = False
+) -> tuple[float, Counter]:
   """Seconds of the keyed recipe (`blocks_per_batch`, manager shared across processes or not)."""
   import time
   from multiprocessing.managers import BaseProxy
@@ -82,6 +85,7 @@ def keyed_run(n: int, blocks_per_batch: int, share: bool,
   from apache_beam.ml.inference.base import RunInference
 
   from mmkit import benchmark, fastpath
+
   rows = fastpath.RowsOf("random", n)
   keys = [f"k{i}" for i in range(benchmark.KEYED_MODELS)]
   if tiny:
@@ -91,15 +95,24 @@ def keyed_run(n: int, blocks_per_batch: int, share: bool,
     models = {k: benchmark.bench_model_path(i) for i, k in enumerate(keys)}
   ranges = fastpath.index_ranges(n, benchmark.BLOCK)
   elements = [(keys[b % len(keys)], r) for b, r in enumerate(ranges)]
-  counting = CountCalls({"manager_round_trips": (BaseProxy, "_callmethod"),
-                         "lock_files_taken": (fasteners.InterProcessLock, "acquire")})
+  counting = CountCalls(
+    {
+      "manager_round_trips": (BaseProxy, "_callmethod"),
+      "lock_files_taken": (fasteners.InterProcessLock, "acquire"),
+    }
+  )
   start = time.perf_counter()
   with counting:
     with beam.Pipeline() as p:
-      handler = fastpath.keyed_block_handler(models, model_class, blocks_per_batch=blocks_per_batch,
-                                             share_across_processes=share)
-      _ = (p | beam.Create(elements, reshuffle=False)
-           | beam.ParDo(fastpath.BuildBlock(rows, keyed=True)) | RunInference(handler))
+      handler = fastpath.keyed_block_handler(
+        models, model_class, blocks_per_batch=blocks_per_batch, share_across_processes=share
+      )
+      _ = (
+        p
+        | beam.Create(elements, reshuffle=False)
+        | beam.ParDo(fastpath.BuildBlock(rows, keyed=True))
+        | RunInference(handler)
+      )
   return time.perf_counter() - start, counting.counts
 
 
@@ -111,6 +124,7 @@ def keyed_breakdown(n: int, repeats: int, configs=CONFIGS, tiny: bool = True) ->
   """Rows per configuration: median seconds (at n rows and at one block: start-up), median
   ratio to raw torch (measured just before each run), counted calls, others' CPU share."""
   from mmkit import benchmark
+
   torch.set_num_threads(os.cpu_count() or 1)
   benchmark.raw_torch(benchmark.BLOCK, keyed=True)  # warm-up
   for size, share in configs:
@@ -126,10 +140,14 @@ def keyed_breakdown(n: int, repeats: int, configs=CONFIGS, tiny: bool = True) ->
         startup, _ = keyed_run(benchmark.BLOCK, *config, tiny=tiny)
         results[config].append((raw, seconds, startup, counts, busy.others))
     for (size, share), runs in results.items():
-      row = {"model": "tiny 64->10" if tiny else "BenchMLP", "blocks_per_batch": size,
-             "shared_manager": share, "elements": n,
-             "seconds": round(statistics.median(run[1] for run in runs), 3),
-             "startup_s": round(statistics.median(run[2] for run in runs), 3)}
+      row = {
+        "model": "tiny 64->10" if tiny else "BenchMLP",
+        "blocks_per_batch": size,
+        "shared_manager": share,
+        "elements": n,
+        "seconds": round(statistics.median(run[1] for run in runs), 3),
+        "startup_s": round(statistics.median(run[2] for run in runs), 3),
+      }
       if not tiny:
         row["ratio_to_raw"] = round(statistics.median(run[0] / run[1] for run in runs), 3)
         row["ratios"] = [round(run[0] / run[1], 3) for run in runs]
@@ -145,25 +163,33 @@ def breakdown_command(argv) -> int:
   parser.add_argument("--elements", type=int, default=200_000)
   parser.add_argument("--repeats", type=int, default=3)
   default = [f"{size}:{'shared' if share else 'local'}" for size, share in CONFIGS]
-  parser.add_argument("--configs", nargs="+", default=default,
-                      help="BLOCKS:shared or BLOCKS:local, e.g. 1:shared 32:local (default: 4)")
+  parser.add_argument(
+    "--configs",
+    nargs="+",
+    default=default,
+    help="BLOCKS:shared or BLOCKS:local, e.g. 1:shared 32:local (default: 4)",
+  )
   parser.add_argument("--no-tiny", action="store_true", help="skip the runs with the tiny model")
   parser.add_argument("--json", action="store_true")
   args = parser.parse_args(argv)
   try:
-    configs = [(int(c.split(":")[0]), {"shared": True, "local": False}[c.split(":")[1]])
-               for c in args.configs]
+    configs = [
+      (int(c.split(":")[0]), {"shared": True, "local": False}[c.split(":")[1]])
+      for c in args.configs
+    ]
   except (ValueError, KeyError, IndexError):
     parser.error(f"--configs: each is BLOCKS:shared or BLOCKS:local, got {args.configs}")
   if args.elements < 1 or args.repeats < 1:
     parser.error("--elements and --repeats must be >= 1")
   import logging
+
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
   rows = keyed_breakdown(args.elements, args.repeats, configs, tiny=not args.no_tiny)
   if args.json:
     print(json.dumps(rows, indent=1))
   else:
     import pandas as pd
+
     print(pd.DataFrame(rows).drop(columns="ratios").to_string(index=False))
   return 0
 

@@ -3,12 +3,14 @@
     python bench/tracing_overhead.py [--elements 10000] [--repeats 9] [--hints 8 4]
 
 Same pipeline, same handlers, same in-process runner; runs alternate, and so does their
-order, so drift hits both alike. Prints, per hint, the median wall times, and the median over the pairs of traced/untraced wall
+order, so drift hits both alike. Prints, per hint, the median wall times, and the median over
+the pairs of traced/untraced wall
 time and CPU time of this process (all of Beam's threads run in it). On a machine shared with
 other work the CPU ratio is the steadier figure: other processes stretch wall time, not the
 CPU this process spends. Every traced run is also checked to have lost no event: its loads
 equal Beam's own load metric, every load has its release and every element is counted.
 """
+
 import argparse
 import gc
 import logging
@@ -32,16 +34,19 @@ def timed_run(run: KeyedRun, handlers: dict, traced: bool) -> tuple[float, float
   start, cpu = time.perf_counter(), cpu_seconds()
   if traced:
     with Tracer() as tracer:
-      pipeline = keyed_pipeline(run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()},
-                                runner_options(), tracer.log_dir)
+      pipeline = keyed_pipeline(
+        run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, runner_options(), tracer.log_dir
+      )
       result = pipeline.run()
       result.wait_until_finish()
       release_resident_models()  # frees what Beam keeps, so every load has its release
     report = tracer.report(result)
     served = report.counts.get("elements_out", 0)
     if not (report.loads == report.beam_loads == report.releases and served == run.elements):
-      raise SystemExit(f"events lost: {report.loads} loads, Beam counted {report.beam_loads}, "
-                       f"{report.releases} releases, {served} of {run.elements} elements counted")
+      raise SystemExit(
+        f"events lost: {report.loads} loads, Beam counted {report.beam_loads}, "
+        f"{report.releases} releases, {served} of {run.elements} elements counted"
+      )
   else:
     keyed_pipeline(run, handlers, runner_options()).run().wait_until_finish()
     release_resident_models()
@@ -54,8 +59,13 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--elements", type=int, default=10000)
   parser.add_argument("--repeats", type=int, default=9)
-  parser.add_argument("--hints", type=int, nargs="+", default=[8, 4],
-                      help="8: no swaps (per-element cost); 4: a swap every few batches (per-load cost)")
+  parser.add_argument(
+    "--hints",
+    type=int,
+    nargs="+",
+    default=[8, 4],
+    help="8: no swaps (per-element cost); 4: a swap every few batches (per-load cost)",
+  )
   args = parser.parse_args()
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
   for hint in args.hints:
@@ -65,7 +75,7 @@ def main():
     walls, cpus = {True: [], False: []}, {True: [], False: []}
     for repeat in range(args.repeats):
       # The order alternates too: the second run of a pair measured up to 3% slower here.
-      for traced in ((False, True) if repeat % 2 == 0 else (True, False)):
+      for traced in (False, True) if repeat % 2 == 0 else (True, False):
         wall, cpu = timed_run(run, handlers, traced)
         walls[traced].append(wall)
         cpus[traced].append(cpu)
@@ -73,10 +83,13 @@ def main():
     # of the medians when the machine's speed drifts over minutes.
     wall = statistics.median(t / u for t, u in zip(walls[True], walls[False]))
     cpu = statistics.median(t / u for t, u in zip(cpus[True], cpus[False]))
-    print(f"keyed run, 8 models, hint={hint}, {args.elements} elements, {args.repeats} pairs: "
-          f"median wall untraced {statistics.median(walls[False]):.3f} s, traced "
-          f"{statistics.median(walls[True]):.3f} s; median ratio of the pairs: wall {wall:.3f}, "
-          f"CPU {cpu:.3f} (goal <= 1.03)", flush=True)
+    print(
+      f"keyed run, 8 models, hint={hint}, {args.elements} elements, {args.repeats} pairs: "
+      f"median wall untraced {statistics.median(walls[False]):.3f} s, traced "
+      f"{statistics.median(walls[True]):.3f} s; median ratio of the pairs: wall {wall:.3f}, "
+      f"CPU {cpu:.3f} (goal <= 1.03)",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ torch; with and without pipeline start-up (the time of the same pipeline on one 
 Medians of `--repeats` rounds, each measuring raw torch and the kit back to back, with the
 share of the CPUs other processes used meanwhile (`others_cpu`): the machine may be shared.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ class BenchMLP(nn.Module):
 
     def linear(*shape):
       return nn.Linear(*shape) if initialize else torch.nn.utils.skip_init(nn.Linear, *shape)
-    self.net = nn.Sequential(linear(64, 1024), nn.ReLU(), linear(1024, 1024), nn.ReLU(),
-                             linear(1024, 10))
+
+    self.net = nn.Sequential(
+      linear(64, 1024), nn.ReLU(), linear(1024, 1024), nn.ReLU(), linear(1024, 10)
+    )
 
   def forward(self, x):
     return self.net(x)
@@ -66,6 +69,7 @@ def _load(index: int = 0) -> nn.Module:
 def raw_torch(n: int, keyed: bool = False) -> float:
   """Seconds for a plain batched torch loop (keyed: each block through its key's model)."""
   from mmkit.fastpath import RowsOf, index_ranges
+
   rows = RowsOf("random", n)
   nets = [_load(i) for i in range(KEYED_MODELS if keyed else 1)]
   start = time.perf_counter()
@@ -82,10 +86,12 @@ def example_style(n: int) -> float:
   from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
   from mmkit.fastpath import RowsOf
+
   rows = RowsOf("random", n).block(0, n)
   elements = [row.clone() for row in rows]
-  handler = PytorchModelHandlerTensor(state_dict_path=bench_model_path(0), model_class=BenchMLP,
-                                      model_params={}, device="CPU")
+  handler = PytorchModelHandlerTensor(
+    state_dict_path=bench_model_path(0), model_class=BenchMLP, model_params={}, device="CPU"
+  )
   start = time.perf_counter()
   with beam.Pipeline() as p:
     _ = p | beam.Create(elements) | RunInference(handler)
@@ -98,6 +104,7 @@ def kit(n: int, keyed: bool = False) -> float:
   from apache_beam.ml.inference.base import RunInference
 
   from mmkit import fastpath
+
   rows = fastpath.RowsOf("random", n)
   ranges = fastpath.index_ranges(n, BLOCK)
   start = time.perf_counter()
@@ -110,8 +117,12 @@ def kit(n: int, keyed: bool = False) -> float:
       handler, elements = fastpath.block_handler(bench_model_path(0), BenchMLP), ranges
     # No Reshuffle after Create: it spreads elements over workers, and this in-process
     # runner has one; it would add a GroupByKey stage to every run's start-up.
-    _ = (p | beam.Create(elements, reshuffle=False)
-         | beam.ParDo(fastpath.BuildBlock(rows, keyed=keyed)) | RunInference(handler))
+    _ = (
+      p
+      | beam.Create(elements, reshuffle=False)
+      | beam.ParDo(fastpath.BuildBlock(rows, keyed=keyed))
+      | RunInference(handler)
+    )
   return time.perf_counter() - start
 
 
@@ -123,12 +134,14 @@ class BusyMeter:
 
   def __enter__(self) -> "BusyMeter":
     import psutil
+
     self._me = psutil.Process()
     self._t0, self._cpu0, self._mine0 = time.perf_counter(), self._busy(), self._mine()
     return self
 
   def __exit__(self, *exc) -> None:
     import psutil
+
     wall = time.perf_counter() - self._t0
     others = (self._busy() - self._cpu0) - (self._mine() - self._mine0)
     self.others = min(max(others / (wall * (psutil.cpu_count() or 1)), 0.0), 1.0)
@@ -136,6 +149,7 @@ class BusyMeter:
   @staticmethod
   def _busy() -> float:
     import psutil
+
     times = psutil.cpu_times()
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
@@ -151,9 +165,14 @@ def _timed(fn, *args) -> tuple[float, float]:
   return seconds, busy.others
 
 
-def run_bench(sizes=(20_000, 200_000), example_style_max: int = 20_000, progress: bool = True,
-              repeats: int = 1, threads: Optional[int] = None,
-              patterns=("single", "keyed")) -> list[dict]:
+def run_bench(
+  sizes=(20_000, 200_000),
+  example_style_max: int = 20_000,
+  progress: bool = True,
+  repeats: int = 1,
+  threads: Optional[int] = None,
+  patterns=("single", "keyed"),
+) -> list[dict]:
   """The benchmark's rows: one per method, pattern, size and start-up accounting.
 
   Each of `repeats` rounds measures raw torch and then the kit, back to back, so a ratio
@@ -165,6 +184,7 @@ def run_bench(sizes=(20_000, 200_000), example_style_max: int = 20_000, progress
   if not patterns or set(patterns) - {"single", "keyed"}:
     raise ValueError(f"patterns must be among 'single', 'keyed', got {patterns!r}.")
   from tqdm.auto import tqdm
+
   torch.set_num_threads(threads or os.cpu_count() or 1)
   rows = []
   jobs = [(p, n) for p in ("single", "keyed") if p in patterns for n in sizes]
@@ -190,9 +210,11 @@ def _rows(pattern: str, n: int, rounds: list) -> list[dict]:
   torch's median: a start-up run subtracted round by round can exceed a noisy round's total.
   """
   from statistics import median
+
   raws = [raw for raw, _ in rounds]
-  rows = [_row("raw_torch", pattern, n, included, raws, [1.0] * len(raws))
-          for included in (True, False)]
+  rows = [
+    _row("raw_torch", pattern, n, included, raws, [1.0] * len(raws)) for included in (True, False)
+  ]
   raw_median = median(s for s, _ in raws)
   for method in rounds[0][1]:
     totals = [timings[method][0] for _, timings in rounds]
@@ -207,44 +229,77 @@ def _rows(pattern: str, n: int, rounds: list) -> list[dict]:
 
 def _row(method, pattern, n, startup_included, measured, ratios) -> dict:
   from statistics import median
+
   seconds = median(s for s, _ in measured)
-  return {"method": method, "pattern": pattern, "elements": n, "startup_included": startup_included,
-          "seconds": float(f"{seconds:.4g}"), "elements_per_s": round(n / seconds),
-          "ratio_to_raw": round(median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
-          "others_cpu": round(median(o for _, o in measured), 2)}
+  return {
+    "method": method,
+    "pattern": pattern,
+    "elements": n,
+    "startup_included": startup_included,
+    "seconds": float(f"{seconds:.4g}"),
+    "elements_per_s": round(n / seconds),
+    "ratio_to_raw": round(median(ratios), 3),
+    "ratios": [round(r, 3) for r in ratios],
+    "others_cpu": round(median(o for _, o in measured), 2),
+  }
 
 
 def run_command(args, parser) -> int:
   if any(n < 1 for n in args.elements):
-    parser.exit(2, "python -m mmkit bench: error: --elements must all be >= 1, "
-                f"got {args.elements}\n")
+    parser.exit(
+      2, f"python -m mmkit bench: error: --elements must all be >= 1, got {args.elements}\n"
+    )
   if args.threads is not None and args.threads < 1:
     parser.exit(2, f"python -m mmkit bench: error: --threads must be >= 1, got {args.threads}\n")
   if args.repeats < 1:
     parser.exit(2, f"python -m mmkit bench: error: --repeats must be >= 1, got {args.repeats}\n")
   import logging
+
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
-  rows = run_bench(args.elements, args.example_style_max, progress=not args.no_progress,
-                   repeats=args.repeats, threads=args.threads)
+  rows = run_bench(
+    args.elements,
+    args.example_style_max,
+    progress=not args.no_progress,
+    repeats=args.repeats,
+    threads=args.threads,
+  )
   if args.json:
     print(json.dumps(rows, indent=1))
   else:
     import pandas as pd
+
     print(pd.DataFrame(rows).drop(columns="ratios").to_string(index=False))
   return 0
 
 
 def add_parser(commands) -> None:
-  p = commands.add_parser("bench", help="raw torch vs the example style vs the kit's recipe",
-                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--elements", type=int, nargs="+", default=[20_000, 200_000],
-                 help="sizes to measure")
-  p.add_argument("--example-style-max", type=int, default=20_000,
-                 help="largest size to run the slow example style at (default 20000: ~14 s)")
-  p.add_argument("--repeats", type=int, default=3,
-                 help="rounds of raw torch then the kit; rows hold the medians (default 3)")
-  p.add_argument("--threads", type=int, default=None,
-                 help="torch threads (default: one per CPU); 1 is steadier on a shared machine")
+  p = commands.add_parser(
+    "bench",
+    help="raw torch vs the example style vs the kit's recipe",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument(
+    "--elements", type=int, nargs="+", default=[20_000, 200_000], help="sizes to measure"
+  )
+  p.add_argument(
+    "--example-style-max",
+    type=int,
+    default=20_000,
+    help="largest size to run the slow example style at (default 20000: ~14 s)",
+  )
+  p.add_argument(
+    "--repeats",
+    type=int,
+    default=3,
+    help="rounds of raw torch then the kit; rows hold the medians (default 3)",
+  )
+  p.add_argument(
+    "--threads",
+    type=int,
+    default=None,
+    help="torch threads (default: one per CPU); 1 is steadier on a shared machine",
+  )
   p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
   p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
   p.set_defaults(func=run_command)

@@ -1,4 +1,5 @@
-"""How many models fit a worker: a `max_models_per_worker_hint` from memory arithmetic (04, docs/runners.md)."""
+"""How many models fit a worker: a hint from memory sums (04, docs/runners.md)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,8 +22,13 @@ class CapacityAdvice:
     return self.explanation
 
 
-def recommend_hint(model_mb: Sequence[float], machine_mb: float, workers_per_machine: int = 1,
-                   worker_overhead_mb: float = 500.0, buffer: float = 0.2) -> CapacityAdvice:
+def recommend_hint(
+  model_mb: Sequence[float],
+  machine_mb: float,
+  workers_per_machine: int = 1,
+  worker_overhead_mb: float = 500.0,
+  buffer: float = 0.2,
+) -> CapacityAdvice:
   """The largest hint such that every worker process can hold its `hint` largest models at once.
 
   Each of `workers_per_machine` processes gets an equal share of `machine_mb`; from it come the
@@ -43,11 +49,19 @@ def recommend_hint(model_mb: Sequence[float], machine_mb: float, workers_per_mac
     if total + size > usable:
       break
     hint, total = hint + 1, total + size
-  lines = [f"{machine_mb:.0f} MB / {workers_per_machine} worker process(es) = {per_worker:.0f} MB per worker",
-           f"{per_worker:.0f} MB x (1 - {buffer:.0%} buffer) - {worker_overhead_mb:.0f} MB worker overhead "
-           f"= {usable:.0f} MB for models",
-           f"the {hint} largest models take {total:.0f} MB" + (f"; one more ({largest[hint]:.0f} MB) would not fit"
-                                                              if hint < len(largest) else "; all models fit")]
+  lines = [
+    f"{machine_mb:.0f} MB / {workers_per_machine} worker process(es)"
+    f" = {per_worker:.0f} MB per worker",
+    f"{per_worker:.0f} MB x (1 - {buffer:.0%} buffer)"
+    f" - {worker_overhead_mb:.0f} MB worker overhead "
+    f"= {usable:.0f} MB for models",
+    f"the {hint} largest models take {total:.0f} MB"
+    + (
+      f"; one more ({largest[hint]:.0f} MB) would not fit"
+      if hint < len(largest)
+      else "; all models fit"
+    ),
+  ]
   if hint == 0:
     lines.append("no model fits: use bigger workers, fewer workers per machine, or smaller models")
   else:

@@ -3,6 +3,7 @@
 The same 1,797 handwritten digits are seen through different sources (a clean scanner, a
 noisy one, a rotated camera, ...): one cohort per source, one specialist model per cohort.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,16 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["SOURCES", "STREAMS", "data_dir", "load_digits", "apply_source", "split_indices", "cohort",
-           "key_stream"]
+__all__ = [
+  "SOURCES",
+  "STREAMS",
+  "data_dir",
+  "load_digits",
+  "apply_source",
+  "split_indices",
+  "cohort",
+  "key_stream",
+]
 
 SOURCES = ("clean", "noisy", "rotated", "inverted", "blurred", "shifted", "flipped", "dimmed")
 STREAMS = ("uniform", "zipf", "cycle", "sorted")
@@ -30,8 +39,10 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
   """Images as float32 [N, 64] in 0..1, labels int64 [N]."""
   path = data_dir() / "digits.npz"
   if not path.exists():
-    raise FileNotFoundError(f"{path} is missing: run from a clone of the mmkit repository or set "
-                            "MMKIT_DATA to a folder holding digits.npz.")
+    raise FileNotFoundError(
+      f"{path} is missing: run from a clone of the mmkit repository or set "
+      "MMKIT_DATA to a folder holding digits.npz."
+    )
   with np.load(path) as arrays:
     images = arrays["images"].reshape(len(arrays["images"]), 64).astype(np.float32) / 16.0
     labels = arrays["labels"].astype(np.int64)
@@ -45,7 +56,7 @@ def _grid(images: np.ndarray) -> np.ndarray:
 
 def _blur(grid: np.ndarray) -> np.ndarray:
   padded = np.pad(grid, ((0, 0), (1, 1), (1, 1)))
-  return sum(padded[:, i:i + 8, j:j + 8] for i in range(3) for j in range(3)) / 9.0
+  return sum(padded[:, i : i + 8, j : j + 8] for i in range(3) for j in range(3)) / 9.0
 
 
 def apply_source(source: str, images: np.ndarray, seed: int = 0) -> np.ndarray:

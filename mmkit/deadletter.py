@@ -8,6 +8,7 @@ raises is served again one element at a time inside the same RunInference
 (`ServeAloneOnFailure`), and only the elements that fail alone become DeadLetters. Beam's
 `RunInference(...).with_exception_handling()` stays around it as the last net.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,21 +18,30 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-__all__ = ["DeadLetter", "DEAD_LETTERS", "RouteByModel", "Refused", "ServeAloneOnFailure", "SplitRefused",
-           "failed_batch", "InferOrDeadLetter"]
+__all__ = [
+  "DeadLetter",
+  "DEAD_LETTERS",
+  "RouteByModel",
+  "Refused",
+  "ServeAloneOnFailure",
+  "SplitRefused",
+  "failed_batch",
+  "InferOrDeadLetter",
+]
 
 DEAD_LETTERS = "dead_letters"
 
 
 class DeadLetter(NamedTuple):
   """An element that was not served: its key, the element, and why."""
+
   key: Any
   element: Any
   reason: str
 
 
 class RouteByModel(beam.DoFn):
-  """(key, example) on to the main output if a model can serve it, else a DeadLetter (tagged output)."""
+  """(key, example) to the main output if a model can serve it, else a DeadLetter (tagged)."""
 
   def __init__(self, keys: Iterable[Any], example_shape: Optional[Sequence[int]] = None):
     self._keys = frozenset(keys)
@@ -41,27 +51,36 @@ class RouteByModel(beam.DoFn):
     try:
       key, example = element
     except (TypeError, ValueError):
-      yield pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(None, element, "not a (key, example) pair"))
+      yield pvalue.TaggedOutput(
+        DEAD_LETTERS, DeadLetter(None, element, "not a (key, example) pair")
+      )
       return
     if key not in self._keys:
       known = ", ".join(map(repr, sorted(self._keys, key=str)))
-      yield pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(key, example, f"no model for key {key!r} (known: {known})"))
+      yield pvalue.TaggedOutput(
+        DEAD_LETTERS, DeadLetter(key, example, f"no model for key {key!r} (known: {known})")
+      )
     elif self._shape is not None and tuple(getattr(example, "shape", ())) != self._shape:
       shape = tuple(getattr(example, "shape", ())) or type(example).__name__
-      yield pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
-          key, example, f"example shape {shape} does not match the model input {self._shape}"))
+      yield pvalue.TaggedOutput(
+        DEAD_LETTERS,
+        DeadLetter(
+          key, example, f"example shape {shape} does not match the model input {self._shape}"
+        ),
+      )
     else:
       yield element
 
 
 class Refused(NamedTuple):
-  """What `ServeAloneOnFailure` returns, in place of a prediction, for an element its model refused."""
+  """What `ServeAloneOnFailure` returns instead of a prediction for an element its model refused."""
+
   example: Any
   reason: str
 
 
 class ServeAloneOnFailure:
-  """ModelHandler mixin for `(key, example)` batches: a batch that raises is served one element at a time.
+  """ModelHandler mixin for `(key, example)` batches: a batch that raises is served one by one.
 
   Active only on the copy `serving_alone_on_failure()` makes, so the handler itself keeps
   Beam's behaviour (a batch fails as a whole). On that copy, each element of a failed batch
@@ -107,7 +126,7 @@ class SplitRefused(beam.DoFn):
 
 
 def failed_batch(failure) -> list[DeadLetter]:
-  """Beam's failed-inference record `(batch, (type, repr, traceback))` -> a DeadLetter per element."""
+  """Beam's failed-inference record `(batch, (type, repr, traceback))` -> DeadLetters."""
   batch, (_, error, _) = failure
   return [DeadLetter(key, example, f"its batch failed: {error}") for key, example in batch]
 
@@ -123,12 +142,18 @@ class InferOrDeadLetter(beam.PTransform):
   def __init__(self, handler: ModelHandler):
     super().__init__()
     if not isinstance(handler, ServeAloneOnFailure):
-      raise TypeError(f"InferOrDeadLetter needs a handler that mixes in ServeAloneOnFailure, got "
-                      f"{type(handler).__name__}: build it with mmkit.keyed.keyed_handler.")
+      raise TypeError(
+        f"InferOrDeadLetter needs a handler that mixes in ServeAloneOnFailure, got "
+        f"{type(handler).__name__}: build it with mmkit.keyed.keyed_handler."
+      )
     self._handler = handler.serving_alone_on_failure()
 
   def expand(self, examples):
-    served, failed = examples | "RunInference" >> RunInference(self._handler).with_exception_handling()
-    split = served | "SplitRefused" >> beam.ParDo(SplitRefused()).with_outputs(DEAD_LETTERS, main="served")
+    served, failed = (
+      examples | "RunInference" >> RunInference(self._handler).with_exception_handling()
+    )
+    split = served | "SplitRefused" >> beam.ParDo(SplitRefused()).with_outputs(
+      DEAD_LETTERS, main="served"
+    )
     unserved = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(failed_batch)
     return split.served, (split[DEAD_LETTERS], unserved) | "DeadLetters" >> beam.Flatten()

@@ -1,4 +1,5 @@
-"""One traced keyed-model run, end to end (taught in 04_memory; `python -m mmkit sweep` repeats it)."""
+"""One traced keyed-model run, end to end (04_memory; `python -m mmkit sweep` repeats it)."""
+
 from __future__ import annotations
 
 import time
@@ -11,14 +12,30 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data, models
 from mmkit.keyed import keyed_handler, release_resident_models, return_freed_memory
-from mmkit.pipelines import (GROUPINGS, RUNNERS, CountElements, KeyedInference, forget_interactive_pipeline, keyed_examples,
-                             model_keys, new_pipeline, source_of)
+from mmkit.pipelines import (
+  GROUPINGS,
+  RUNNERS,
+  CountElements,
+  KeyedInference,
+  forget_interactive_pipeline,
+  keyed_examples,
+  model_keys,
+  new_pipeline,
+  source_of,
+)
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer, process_rss_mb
 from mmkit.validate import check_state_dict
 from mmkit.workers import child_pids, stop_worker_processes, stop_workers_on_interrupt
 
-__all__ = ["KeyedRun", "model_handlers", "keyed_pipeline", "run_keyed", "run_keyed_summary", "predicted_loads"]
+__all__ = [
+  "KeyedRun",
+  "model_handlers",
+  "keyed_pipeline",
+  "run_keyed",
+  "run_keyed_summary",
+  "predicted_loads",
+]
 
 
 @dataclass(frozen=True)
@@ -29,18 +46,24 @@ class KeyedRun:
   hint: Optional[int] = None
   elements: int = 2000
   stream: str = "zipf"
-  model_mb: Optional[float] = None  # None: the shipped specialists; a size: synthetic models that big
+  model_mb: Optional[float] = (
+    None  # None: the shipped specialists; a size: synthetic models that big
+  )
   batch_size: int = 32
   runner: str = "direct"
   seed: int = 0
-  group: str = "none"  # none | gbk | batches: what reaches RunInference together (see KeyedInference)
+  group: str = (
+    "none"  # none | gbk | batches: what reaches RunInference together (see KeyedInference)
+  )
   spread: bool = False  # reshuffle after Create, so several worker processes share the elements
 
   def validate(self) -> "KeyedRun":
     """Raises ValueError naming the bad setting and the fix; returns self."""
+
     def positive_int(name, value):
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+
     positive_int("models", self.models)
     positive_int("elements", self.elements)
     positive_int("batch_size", self.batch_size)
@@ -53,14 +76,18 @@ class KeyedRun:
     if self.runner not in RUNNERS:
       raise ValueError(f"unknown runner {self.runner!r}: use one of {', '.join(RUNNERS)}.")
     if self.model_mb is None and self.models > len(data.SOURCES):
-      raise ValueError(f"only {len(data.SOURCES)} specialist models ship with the kit; for "
-                       f"models={self.models} pass model_mb (e.g. --model-mb 16) to use synthetic models.")
+      raise ValueError(
+        f"only {len(data.SOURCES)} specialist models ship with the kit; for "
+        f"models={self.models} pass model_mb (e.g. --model-mb 16) to use synthetic models."
+      )
     if self.model_mb is not None and not self.model_mb > 0:
       raise ValueError(f"model_mb must be > 0, got {self.model_mb!r}.")
     return self
 
 
-def model_handlers(n_models: int, model_mb: Optional[float] = None) -> dict[str, PytorchModelHandlerTensor]:
+def model_handlers(
+  n_models: int, model_mb: Optional[float] = None
+) -> dict[str, PytorchModelHandlerTensor]:
   """A PyTorch handler per key: the source's specialist, or a synthetic model of `model_mb` MB."""
   handlers = {}
   for index, key in enumerate(model_keys(n_models)):
@@ -71,37 +98,50 @@ def model_handlers(n_models: int, model_mb: Optional[float] = None) -> dict[str,
     else:
       cls, params = models.SizedModel, {"megabytes": model_mb}
       path = models.sized_model_path(model_mb, index)
-    handlers[key] = PytorchModelHandlerTensor(state_dict_path=str(path), model_class=cls,
-                                              model_params=params, device="CPU")
+    handlers[key] = PytorchModelHandlerTensor(
+      state_dict_path=str(path), model_class=cls, model_params=params, device="CPU"
+    )
   return handlers
 
 
-def keyed_pipeline(run: KeyedRun, handlers: dict, options: Optional[PipelineOptions] = None,
-                   log_dir: Optional[str] = None) -> beam.Pipeline:
+def keyed_pipeline(
+  run: KeyedRun,
+  handlers: dict,
+  options: Optional[PipelineOptions] = None,
+  log_dir: Optional[str] = None,
+) -> beam.Pipeline:
   """The keyed pipeline of `run` over `handlers` (traced or not), built but not run."""
   keys = model_keys(run.models)
-  examples = keyed_examples(data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed)
+  examples = keyed_examples(
+    data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed
+  )
   pipeline = new_pipeline(run.runner, options)
-  _ = (pipeline
-       # Keep the stream's order: swaps depend on it. With several worker processes that sends
-       # the one bundle to one worker; `spread` reshuffles, so every worker gets some
-       # (and the order, hence the simulator's prediction, is lost): docs/runners.md.
-       | "Examples" >> beam.Create(examples, reshuffle=run.spread)
-       | "Infer" >> KeyedInference(keyed_handler(handlers, run.hint, run.batch_size), run.group, log_dir)
-       | "CountOut" >> beam.ParDo(CountElements("elements_out", log_dir)))
+  _ = (
+    pipeline
+    # Keep the stream's order: swaps depend on it. With several worker processes that sends
+    # the one bundle to one worker; `spread` reshuffles, so every worker gets some
+    # (and the order, hence the simulator's prediction, is lost): docs/runners.md.
+    | "Examples" >> beam.Create(examples, reshuffle=run.spread)
+    | "Infer"
+    >> KeyedInference(keyed_handler(handlers, run.hint, run.batch_size), run.group, log_dir)
+    | "CountOut" >> beam.ParDo(CountElements("elements_out", log_dir))
+  )
   return pipeline
 
 
 def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunReport:
   """Runs the keyed pipeline once under a Tracer; the report's `extra` holds the run's settings."""
   run.validate()
-  handlers = model_handlers(run.models, run.model_mb)  # made before tracing: sized models are built once
+  handlers = model_handlers(
+    run.models, run.model_mb
+  )  # made before tracing: sized models are built once
   tracer, pipeline = Tracer(), None
   children_before = child_pids()
   try:
     with tracer, stop_workers_on_interrupt():
-      pipeline = keyed_pipeline(run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, options,
-                                tracer.log_dir)
+      pipeline = keyed_pipeline(
+        run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, options, tracer.log_dir
+      )
       result = pipeline.run()
       result.wait_until_finish()
       pipeline_end = time.time()
@@ -124,8 +164,9 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   finally:
     if run.runner == "interactive" and pipeline is not None:
       forget_interactive_pipeline(pipeline)
-  report = tracer.report(result, **asdict(run), **predicted_loads(run), **memory,
-                         pipeline_end=pipeline_end)
+  report = tracer.report(
+    result, **asdict(run), **predicted_loads(run), **memory, pipeline_end=pipeline_end
+  )
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   report.extra["dead_letters"] = report.counts.get("dead_letters", 0)
   return report
@@ -139,10 +180,13 @@ def run_keyed_summary(run: KeyedRun) -> dict:
 def predicted_loads(run: KeyedRun) -> dict:
   """What `mmkit.simulate` predicts for this run: Beam's LRU replayed, and Belady's optimum."""
   keys = model_keys(run.models)
-  accesses = model_accesses(data.key_stream(run.stream, keys, run.elements, seed=run.seed),
-                            run.batch_size, group=run.group)
+  accesses = model_accesses(
+    data.key_stream(run.stream, keys, run.elements, seed=run.seed), run.batch_size, group=run.group
+  )
   capacity = run.hint if run.hint is not None else len(keys)
   if run.spread:  # a reshuffled stream has no order to replay
     return {"simulated_loads": None, "optimal_loads": None}
-  return {"simulated_loads": simulate_lru(accesses, run.hint).loads,
-          "optimal_loads": optimal_loads(accesses, capacity)}
+  return {
+    "simulated_loads": simulate_lru(accesses, run.hint).loads,
+    "optimal_loads": optimal_loads(accesses, capacity),
+  }

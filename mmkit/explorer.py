@@ -5,6 +5,7 @@ ipywidgets: hint slider, key stream, grouping, model size and a Run button that 
 disabled while a run is in flight. While a run goes, a `RunWatcher` thread shows its
 loads, the elements served and the memory line as they grow.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,19 +24,41 @@ from mmkit import data
 from mmkit.experiment import KeyedRun, run_keyed
 from mmkit.pipelines import GROUPINGS, model_keys
 from mmkit.plots import memory_timeline_figure
-from mmkit.simulate import (arrival_batches, lru_loads_by_capacity, model_accesses, optimal_loads,
-                            simulate_lru)
+from mmkit.simulate import (
+  arrival_batches,
+  lru_loads_by_capacity,
+  model_accesses,
+  optimal_loads,
+  simulate_lru,
+)
 from mmkit.tracing import MemorySampler, RunReport
 
-__all__ = ["DEFAULTS", "explore", "swaps_by_hint", "explorer_figure", "explorer", "Progress",
-           "RunWatcher", "served_before_load", "memory_sparkline"]
+__all__ = [
+  "DEFAULTS",
+  "explore",
+  "swaps_by_hint",
+  "explorer_figure",
+  "explorer",
+  "Progress",
+  "RunWatcher",
+  "served_before_load",
+  "memory_sparkline",
+]
 
 # Chosen for a short click (bench/browser_click.py measures it in chromium): the in-memory
 # DirectRunner (the InteractiveRunner spent about a second a click translating the pipeline,
 # and the explorer needs none of its caching), 8 MB models (loads are most of a run: 16 MB ones
 # took 1.25x as long a click), 256 elements in 4 batches (fewer batches flatten the loads curve).
-DEFAULTS = dict(models=8, hint=2, stream="zipf", group="none", model_mb=8.0, elements=256,
-                batch_size=64, runner="direct")
+DEFAULTS = dict(
+  models=8,
+  hint=2,
+  stream="zipf",
+  group="none",
+  model_mb=8.0,
+  elements=256,
+  batch_size=64,
+  runner="direct",
+)
 
 
 def swaps_by_hint(run: KeyedRun) -> dict[str, dict[int, int]]:
@@ -43,47 +66,68 @@ def swaps_by_hint(run: KeyedRun) -> dict[str, dict[int, int]]:
   stream = data.key_stream(run.stream, model_keys(run.models), run.elements, seed=run.seed)
   accesses = model_accesses(stream, run.batch_size, group=run.group)
   hints = range(1, run.models + 1)
-  return {"lru": lru_loads_by_capacity(accesses, hints),
-          "optimal": {h: optimal_loads(accesses, h) for h in hints}}
+  return {
+    "lru": lru_loads_by_capacity(accesses, hints),
+    "optimal": {h: optimal_loads(accesses, h) for h in hints},
+  }
 
 
 def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]]):
   """Left: memory over the run with loads and releases; right: loads against the hint."""
-  fig, (mem_ax, swap_ax) = plt.subplots(1, 2, figsize=(11, 3.6),
-                                       gridspec_kw={"width_ratios": [3, 2]})
+  fig, (mem_ax, swap_ax) = plt.subplots(
+    1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 2]}
+  )
   memory_timeline_figure(report, ax=mem_ax)
   hints = list(predicted["lru"])
-  swap_ax.plot(hints, list(predicted["lru"].values()), "o-", color="#1f77b4",
-               label="LRU (Beam), predicted")
-  swap_ax.plot(hints, list(predicted["optimal"].values()), "s--", color="#7f7f7f",
-               label="optimal (Belady)")
+  swap_ax.plot(
+    hints, list(predicted["lru"].values()), "o-", color="#1f77b4", label="LRU (Beam), predicted"
+  )
+  swap_ax.plot(
+    hints, list(predicted["optimal"].values()), "s--", color="#7f7f7f", label="optimal (Belady)"
+  )
   hint = report.extra.get("hint") or max(hints)
-  swap_ax.plot([hint], [report.loads], "*", color="#d62728", markersize=16,
-               label=f"measured, hint={hint}")
+  swap_ax.plot(
+    [hint], [report.loads], "*", color="#d62728", markersize=16, label=f"measured, hint={hint}"
+  )
   swap_ax.set_xlabel("max_models_per_worker_hint")
   swap_ax.set_ylabel("model loads")
   swap_ax.set_xticks(hints)
   swap_ax.set_ylim(bottom=0)
   swap_ax.legend(fontsize=8)
-  swap_ax.set_title(f"stream={report.extra.get('stream')}, group={report.extra.get('group')}",
-                    fontsize=10)
+  swap_ax.set_title(
+    f"stream={report.extra.get('stream')}, group={report.extra.get('group')}", fontsize=10
+  )
   # Fixed margins: a second tight_layout (memory_timeline_figure ran one) cost 0.15 s a click.
   fig.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.91, wspace=0.2)
   return fig
 
 
-def explore(hint: Optional[int] = DEFAULTS["hint"], stream: str = DEFAULTS["stream"],
-            group: str = DEFAULTS["group"], model_mb: float = DEFAULTS["model_mb"],
-            models: int = DEFAULTS["models"], elements: int = DEFAULTS["elements"],
-            batch_size: int = DEFAULTS["batch_size"], runner: str = DEFAULTS["runner"],
-            on_progress: Optional[Callable[[Progress], None]] = None):
+def explore(
+  hint: Optional[int] = DEFAULTS["hint"],
+  stream: str = DEFAULTS["stream"],
+  group: str = DEFAULTS["group"],
+  model_mb: float = DEFAULTS["model_mb"],
+  models: int = DEFAULTS["models"],
+  elements: int = DEFAULTS["elements"],
+  batch_size: int = DEFAULTS["batch_size"],
+  runner: str = DEFAULTS["runner"],
+  on_progress: Optional[Callable[[Progress], None]] = None,
+):
   """The widget's callback: one traced run; returns (RunReport, Figure).
 
   `on_progress`, if given, is called from a watcher thread about four times a second while the
   run goes (a `Progress`: loads, releases, elements served, memory so far).
   """
-  run = KeyedRun(models=models, hint=hint, elements=elements, stream=stream, model_mb=model_mb,
-                 batch_size=batch_size, runner=runner, group=group)
+  run = KeyedRun(
+    models=models,
+    hint=hint,
+    elements=elements,
+    stream=stream,
+    model_mb=model_mb,
+    batch_size=batch_size,
+    runner=runner,
+    group=group,
+  )
   if on_progress is None:
     report = run_keyed(run)
   else:
@@ -123,8 +167,9 @@ class RunWatcher:
   and reads it as it grows. It calls `on_progress(Progress)` from its thread.
   """
 
-  def __init__(self, run: KeyedRun, on_progress: Callable[[Progress], None],
-               interval: float = 0.25):
+  def __init__(
+    self, run: KeyedRun, on_progress: Callable[[Progress], None], interval: float = 0.25
+  ):
     self._run, self._on_progress, self._interval = run, on_progress, interval
     self._served = served_before_load(run)
     self._stop = threading.Event()
@@ -166,7 +211,7 @@ class RunWatcher:
         chunk = f.read()
     except OSError:
       return  # the run ended and its tracer removed the directory
-    complete = chunk[:chunk.rfind("\n") + 1]  # a line still being written is read next time
+    complete = chunk[: chunk.rfind("\n") + 1]  # a line still being written is read next time
     self._offset += len(complete.encode("utf-8"))
     for line in complete.splitlines():
       event = json.loads(line)
@@ -183,9 +228,14 @@ class RunWatcher:
       totals[sample["t"]] = totals.get(sample["t"], 0.0) + sample["rss_mb"]
     memory = [(t - self._start, mb) for t, mb in sorted(totals.items())]
     lower_bound = self._served[min(self._loads, len(self._served) - 1)]
-    return Progress(loads=self._loads, releases=self._releases, elements=self._run.elements,
-                    served=max(lower_bound, self._batch_elements), memory=memory,
-                    seconds=time.time() - self._start)
+    return Progress(
+      loads=self._loads,
+      releases=self._releases,
+      elements=self._run.elements,
+      served=max(lower_bound, self._batch_elements),
+      memory=memory,
+      seconds=time.time() - self._start,
+    )
 
   def _loop(self) -> None:
     while not self._stop.wait(self._interval):
@@ -199,20 +249,27 @@ def memory_sparkline(memory: list[tuple[float, float]], width: int = 360, height
   t_end = max(memory[-1][0], 1e-9)
   top = max(mb for _, mb in memory) * 1.1
   points = " ".join(f"{t / t_end * width:.1f},{height - mb / top * height:.1f}" for t, mb in memory)
-  return (f'<svg class="mmkit-memory" width="{width}" height="{height}"'
-          ' style="border:1px solid #ddd">'
-          f'<polyline fill="none" stroke="#2ca02c" stroke-width="1.5" points="{points}"/></svg>'
-          f'<div style="font-size:11px;color:#555">memory so far: {memory[-1][1]:.0f} MB '
-          f'(peak {top / 1.1:.0f} MB) over {memory[-1][0]:.1f} s</div>')
+  return (
+    f'<svg class="mmkit-memory" width="{width}" height="{height}"'
+    ' style="border:1px solid #ddd">'
+    f'<polyline fill="none" stroke="#2ca02c" stroke-width="1.5" points="{points}"/></svg>'
+    f'<div style="font-size:11px;color:#555">memory so far: {memory[-1][1]:.0f} MB '
+    f"(peak {top / 1.1:.0f} MB) over {memory[-1][0]:.1f} s</div>"
+  )
 
 
 def figure_output(fig) -> dict:
   """The figure as an Output widget's display_data: one PNG, drawn once (no tight bounding box)."""
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=100)
-  return {"output_type": "display_data", "metadata": {},
-          "data": {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"),
-                   "text/plain": f"<explorer figure, {fig.get_figwidth():.0f} in wide>"}}
+  return {
+    "output_type": "display_data",
+    "metadata": {},
+    "data": {
+      "image/png": base64.b64encode(buf.getvalue()).decode("ascii"),
+      "text/plain": f"<explorer figure, {fig.get_figwidth():.0f} in wide>",
+    },
+  }
 
 
 def explorer(**defaults):
@@ -222,13 +279,15 @@ def explorer(**defaults):
   (bench/browser_click.py compares both).
   """
   import ipywidgets as w
+
   watch = defaults.pop("progress", True)
   settings = {**DEFAULTS, **defaults}
   hint = w.IntSlider(value=settings["hint"], min=1, max=settings["models"], description="hint")
   stream = w.Dropdown(options=data.STREAMS, value=settings["stream"], description="stream")
   group = w.Dropdown(options=GROUPINGS, value=settings["group"], description="grouping")
-  size = w.Dropdown(options=[8.0, 16.0, 32.0, 64.0], value=settings["model_mb"],
-                    description="model MB")
+  size = w.Dropdown(
+    options=[8.0, 16.0, 32.0, 64.0], value=settings["model_mb"], description="model MB"
+  )
   button = w.Button(description="Run", button_style="primary", icon="play")
   status = w.HTML()
   served = w.IntProgress(value=0, min=0, max=settings["elements"], description="served")
@@ -237,9 +296,11 @@ def explorer(**defaults):
 
   def show_progress(p: Progress) -> None:  # from the watcher thread: widget updates are thread-safe
     served.value = p["served"]
-    status.value = (f"running: {p['loads']} loads, {p['releases']} releases, "
-                    f"at least {p['served']} of "
-                    f"{p['elements']} elements served, {p['seconds']:.1f} s")
+    status.value = (
+      f"running: {p['loads']} loads, {p['releases']} releases, "
+      f"at least {p['served']} of "
+      f"{p['elements']} elements served, {p['seconds']:.1f} s"
+    )
     live.value = memory_sparkline(p["memory"])
 
   def on_click(_=None):
@@ -247,15 +308,25 @@ def explorer(**defaults):
     status.value = "running..."
     served.value = 0
     try:
-      report, fig = explore(hint.value, stream.value, group.value, size.value, settings["models"],
-                            settings["elements"], settings["batch_size"], settings["runner"],
-                            on_progress=show_progress if watch else None)
+      report, fig = explore(
+        hint.value,
+        stream.value,
+        group.value,
+        size.value,
+        settings["models"],
+        settings["elements"],
+        settings["batch_size"],
+        settings["runner"],
+        on_progress=show_progress if watch else None,
+      )
       out.outputs = (figure_output(fig),)  # replaced in one update: no flicker, no empty frame
       served.value = report.extra.get("elements_out", 0)
       live.value = ""
-      status.value = (f"{report.loads} loads, {report.releases} releases, "
-                      f"peak {report.peak_rss_mb:.0f} MB, "
-                      f"{report.seconds:.1f} s")
+      status.value = (
+        f"{report.loads} loads, {report.releases} releases, "
+        f"peak {report.peak_rss_mb:.0f} MB, "
+        f"{report.seconds:.1f} s"
+      )
     except Exception as error:  # shown in the UI: a widget callback's traceback is easy to miss
       status.value = f"<b>failed:</b> {error}"
     finally:

@@ -8,6 +8,7 @@ pass per block through a batch-aware inference function that returns one
 `PredictionResult` per block. Keyed models get one block per key, so each model is asked
 for once per block.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -21,8 +22,17 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
 from mmkit.keyed import FixedBatchKeyedModelHandler
 
-__all__ = ["index_ranges", "block_inference_fn", "BlockModelHandler", "BuildBlock", "block_handler",
-           "keyed_block_handler", "OneProcessKeyedModelHandler", "RowsOf", "KEYED_BLOCKS_PER_BATCH"]
+__all__ = [
+  "index_ranges",
+  "block_inference_fn",
+  "BlockModelHandler",
+  "BuildBlock",
+  "block_handler",
+  "keyed_block_handler",
+  "OneProcessKeyedModelHandler",
+  "RowsOf",
+  "KEYED_BLOCKS_PER_BATCH",
+]
 
 # Blocks per keyed batch: each batch costs one model request per key in it (a round trip to
 # Beam's model manager thread), so 32 blocks of 8 keys ask 9 times instead of 64 (measured in
@@ -37,9 +47,13 @@ def index_ranges(n: int, block: int = 1024) -> list[tuple[int, int]]:
   return [(start, min(start + block, n)) for start in range(0, n, block)]
 
 
-def block_inference_fn(batch: Any, model: torch.nn.Module, device: Any,
-                       inference_args: Optional[dict] = None,
-                       model_id: Optional[str] = None) -> Iterable[PredictionResult]:
+def block_inference_fn(
+  batch: Any,
+  model: torch.nn.Module,
+  device: Any,
+  inference_args: Optional[dict] = None,
+  model_id: Optional[str] = None,
+) -> Iterable[PredictionResult]:
   """One forward pass per block; one PredictionResult holding the block's [rows, classes] output."""
   blocks = [batch] if isinstance(batch, torch.Tensor) else list(batch)
   with torch.no_grad():
@@ -52,6 +66,7 @@ def _rows(source: str, n: int, seed: int) -> torch.Tensor:
   if source == "random":
     return torch.from_numpy(np.random.default_rng(seed).random((n, 64), dtype=np.float32))
   from mmkit import data
+
   x = data.cohort(source, "all")[0]
   return torch.tensor(np.resize(x, (n, 64)))
 
@@ -89,16 +104,22 @@ class BlockModelHandler(PytorchModelHandlerTensor):
   """
 
   def __init__(self, state_dict_path: str, model_class: type, model_params: Optional[dict] = None):
-    super().__init__(state_dict_path=state_dict_path, model_class=model_class,
-                     model_params=model_params or {}, device="CPU", inference_fn=block_inference_fn)
+    super().__init__(
+      state_dict_path=state_dict_path,
+      model_class=model_class,
+      model_params=model_params or {},
+      device="CPU",
+      inference_fn=block_inference_fn,
+    )
 
   def get_num_bytes(self, batch) -> int:
     blocks = [batch] if isinstance(batch, torch.Tensor) else batch
     return sum(block.numel() * block.element_size() for block in blocks)
 
 
-def block_handler(state_dict_path: str, model_class: type,
-                  model_params: Optional[dict] = None) -> BlockModelHandler:
+def block_handler(
+  state_dict_path: str, model_class: type, model_params: Optional[dict] = None
+) -> BlockModelHandler:
   """A BlockModelHandler fed whole blocks: RunInference does not re-batch them."""
   return BlockModelHandler(state_dict_path, model_class, model_params).with_no_batching()
 
@@ -118,9 +139,14 @@ class OneProcessKeyedModelHandler(FixedBatchKeyedModelHandler):
     return False
 
 
-def keyed_block_handler(models: dict, model_class: type, model_params: Optional[dict] = None,
-                        hint: Optional[int] = None, blocks_per_batch: int = KEYED_BLOCKS_PER_BATCH,
-                        share_across_processes: bool = False) -> FixedBatchKeyedModelHandler:
+def keyed_block_handler(
+  models: dict,
+  model_class: type,
+  model_params: Optional[dict] = None,
+  hint: Optional[int] = None,
+  blocks_per_batch: int = KEYED_BLOCKS_PER_BATCH,
+  share_across_processes: bool = False,
+) -> FixedBatchKeyedModelHandler:
   """Keyed models fed (key, block) elements, `blocks_per_batch` a batch (Beam batches them).
 
   Beam's KeyedModelHandler asks its model manager for a key's model once per batch, so a
@@ -128,6 +154,8 @@ def keyed_block_handler(models: dict, model_class: type, model_params: Optional[
   in this process unless `share_across_processes` (Beam's default for keyed models).
   """
   cls = FixedBatchKeyedModelHandler if share_across_processes else OneProcessKeyedModelHandler
-  mappings = [KeyModelMapping([key], BlockModelHandler(path, model_class, model_params))
-              for key, path in models.items()]
+  mappings = [
+    KeyModelMapping([key], BlockModelHandler(path, model_class, model_params))
+    for key, path in models.items()
+  ]
   return cls(mappings, max_models_per_worker_hint=hint, batch_size=blocks_per_batch)

@@ -4,6 +4,7 @@ Beam's `KeyedModelHandler` ignores the batching arguments of the handlers it wra
 batches adaptively, so the number of model swaps changes from run to run. Fixing the
 batch size makes a run's swaps reproducible (and predictable: see `mmkit.simulate`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -11,14 +12,26 @@ import os
 import tempfile
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from apache_beam.ml.inference.base import (KeyedModelHandler, KeyModelMapping, ModelHandler,
-                                           _ModelHandlerManager)
+from apache_beam.ml.inference.base import (
+  KeyedModelHandler,
+  KeyModelMapping,
+  ModelHandler,
+  _ModelHandlerManager,
+)
 from apache_beam.utils import multi_process_shared
 
 from mmkit.deadletter import ServeAloneOnFailure
 
-__all__ = ["FixedBatchKeyedModelHandler", "ObservedModelManager", "keyed_handler", "release_resident_models", "retire_models", "stop_proxy_servers",
-           "remove_stale_rendezvous_files", "return_freed_memory"]
+__all__ = [
+  "FixedBatchKeyedModelHandler",
+  "ObservedModelManager",
+  "keyed_handler",
+  "release_resident_models",
+  "retire_models",
+  "stop_proxy_servers",
+  "remove_stale_rendezvous_files",
+  "return_freed_memory",
+]
 
 
 class FixedBatchKeyedModelHandler(ServeAloneOnFailure, KeyedModelHandler):
@@ -29,12 +42,20 @@ class FixedBatchKeyedModelHandler(ServeAloneOnFailure, KeyedModelHandler):
   least recently used model is released when an (h+1)-th is needed.
   """
 
-  def __init__(self, mappings: Sequence[KeyModelMapping], max_models_per_worker_hint: Optional[int] = None,
-               batch_size: Optional[int] = None, stop_evicted_servers: bool = False):
+  def __init__(
+    self,
+    mappings: Sequence[KeyModelMapping],
+    max_models_per_worker_hint: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    stop_evicted_servers: bool = False,
+  ):
     from mmkit.validate import SetupError, check_hint, check_mappings
+
     check_mappings(mappings)  # before Beam's own checks, whose messages name no fix
     check_hint(max_models_per_worker_hint, len(mappings))
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (
+      isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
       raise SetupError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
     super().__init__(list(mappings), max_models_per_worker_hint=max_models_per_worker_hint)
     self.keys = [key for mapping in mappings for key in mapping.keys]
@@ -92,8 +113,12 @@ class ObservedModelManager(_ModelHandlerManager):
 
   def load(self, key: str):
     victim = None
-    if (key not in self._tag_map and self._max_models is not None
-        and self._max_models < len(self._tag_map) + 1 and self._tag_map):
+    if (
+      key not in self._tag_map
+      and self._max_models is not None
+      and self._max_models < len(self._tag_map) + 1
+      and self._tag_map
+    ):
       victim = next(iter(self._tag_map))  # Beam's LRU order: the oldest entry goes first
       self._retiring.add(self._tag_map[victim])
       _record(self._mh_map[victim], "evict", cap=self._max_models, resident=len(self._tag_map))
@@ -124,13 +149,18 @@ def _record(handler: ModelHandler, event: str, **fields) -> bool:
   return True
 
 
-def keyed_handler(handlers: Mapping[str, ModelHandler], hint: Optional[int] = None,
-                  batch_size: Optional[int] = None,
-                  shared: Optional[Mapping[str, Sequence[str]]] = None) -> FixedBatchKeyedModelHandler:
+def keyed_handler(
+  handlers: Mapping[str, ModelHandler],
+  hint: Optional[int] = None,
+  batch_size: Optional[int] = None,
+  shared: Optional[Mapping[str, Sequence[str]]] = None,
+) -> FixedBatchKeyedModelHandler:
   """One model per key of `handlers`; `shared` maps a handler's key to extra keys it also serves."""
   shared = shared or {}
   mappings = [KeyModelMapping([key, *shared.get(key, ())], mh) for key, mh in handlers.items()]
-  return FixedBatchKeyedModelHandler(mappings, max_models_per_worker_hint=hint, batch_size=batch_size)
+  return FixedBatchKeyedModelHandler(
+    mappings, max_models_per_worker_hint=hint, batch_size=batch_size
+  )
 
 
 def release_resident_models(trim: bool = True) -> int:
@@ -147,8 +177,11 @@ def release_resident_models(trim: bool = True) -> int:
   manager = multi_process_shared._process_level_singleton_manager
   # Tags Beam makes per run start with a uuid4 hex: keyed models (the bare uuid), and each
   # RunInference's model status and copies (uuid + suffix). Other singletons are left alone.
-  tags = [tag for tag in list(manager.entries)
-          if isinstance(tag, str) and len(tag) >= 32 and _is_hex(tag[:32])]
+  tags = [
+    tag
+    for tag in list(manager.entries)
+    if isinstance(tag, str) and len(tag) >= 32 and _is_hex(tag[:32])
+  ]
   freed = sum(1 for tag in tags if len(tag) == 32 and manager.entries[tag].initialied)
   retire_models(tags, force=True)
   remove_stale_rendezvous_files()  # those of dead worker processes' servers
@@ -199,6 +232,7 @@ def remove_stale_rendezvous_files(directory: Optional[str] = None) -> int:
   """
   import glob
   import socket
+
   removed = 0
   for address_file in glob.glob(os.path.join(directory or tempfile.gettempdir(), "*.address")):
     tag = os.path.basename(address_file)[: -len(".address")]
@@ -221,6 +255,7 @@ def remove_stale_rendezvous_files(directory: Optional[str] = None) -> int:
 def _remove_rendezvous_files(address_file: str) -> bool:
   """Removes `<tag>.address` and `<tag>.lock` unless another process holds the lock."""
   import fasteners
+
   lock = fasteners.InterProcessLock(address_file[: -len(".address")] + ".lock")
   if not lock.acquire(blocking=False):
     return False
@@ -243,6 +278,7 @@ def return_freed_memory() -> bool:
   """
   import ctypes
   import gc
+
   gc.collect()
   try:
     return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
@@ -271,6 +307,7 @@ def stop_proxy_servers(addresses: set) -> int:
   import sys
   import threading
   from multiprocessing.managers import Server
+
   servers, handlers = {}, []
   for thread in threading.enumerate():
     target = getattr(thread, "_target", None)
@@ -301,7 +338,9 @@ def stop_proxy_servers(addresses: set) -> int:
         server.stop_event.set()
     for _, connection in handlers:
       _hang_up(connection)
-    for thread in [t for _, threads in servers.values() for t in threads] + [t for t, _ in handlers]:
+    for thread in [t for _, threads in servers.values() for t in threads] + [
+      t for t, _ in handlers
+    ]:
       thread.join(timeout=2)
   finally:
     sys.stdout, sys.stderr = stdout, stderr
@@ -317,6 +356,7 @@ def _forget_proxy_connections(addresses: set) -> None:
   would otherwise leave an open socket in every thread that talked to it.
   """
   from multiprocessing.managers import BaseProxy
+
   for address in addresses:
     local, _ = BaseProxy._address_to_local.pop(address, (None, None))
     connection = getattr(local, "connection", None)
@@ -327,6 +367,7 @@ def _forget_proxy_connections(addresses: set) -> None:
 def _hang_up(connection) -> None:
   """Shuts a `multiprocessing` connection's socket down, which wakes a thread blocked reading it."""
   import socket
+
   try:
     with socket.socket(fileno=os.dup(connection.fileno())) as sock:
       sock.shutdown(socket.SHUT_RDWR)

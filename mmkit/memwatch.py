@@ -9,6 +9,7 @@ thrashing run keeps two per model load), and measured that way it cost a swappin
 its time (`python bench/tracing_overhead.py`); from its own process it costs the run nothing.
 Needs only psutil: the module can be copied alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,10 @@ class TreeSampler:
   def sample(self, refresh: bool = True) -> list[dict]:
     if refresh:
       try:
-        self.procs = [self.root, *(p for p in self.root.children(recursive=True)
-                                   if p.pid not in self.skip)]
+        self.procs = [
+          self.root,
+          *(p for p in self.root.children(recursive=True) if p.pid not in self.skip),
+        ]
       except psutil.Error:
         pass
     now, samples = time.time(), []

@@ -4,6 +4,7 @@ Every model maps float32 [B, 64] digits to [B, 10] logits (the denoiser: to [B, 
 Shipped weights live in `data/models/` (regenerate: `python -m mmkit.train`); synthetic
 models for memory experiments are made on demand in a cache folder, never committed.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,19 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["MLPClassifier", "ConvClassifier", "Denoiser", "SizedModel", "MODEL_ZOO", "models_dir",
-           "model_spec", "model_path", "load_model", "sized_model_path", "predict"]
+__all__ = [
+  "MLPClassifier",
+  "ConvClassifier",
+  "Denoiser",
+  "SizedModel",
+  "MODEL_ZOO",
+  "models_dir",
+  "model_spec",
+  "model_path",
+  "load_model",
+  "sized_model_path",
+  "predict",
+]
 
 # The same names as mmkit.data.SOURCES, repeated so this module works when copied alone.
 SOURCES = ("clean", "noisy", "rotated", "inverted", "blurred", "shifted", "flipped", "dimmed")
@@ -37,8 +49,13 @@ class ConvClassifier(nn.Module):
 
   def __init__(self, channels: int = 16):
     super().__init__()
-    self.features = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU())
+    self.features = nn.Sequential(
+      nn.Conv2d(1, channels, 3, padding=1),
+      nn.ReLU(),
+      nn.MaxPool2d(2),
+      nn.Conv2d(channels, 2 * channels, 3, padding=1),
+      nn.ReLU(),
+    )
     self.head = nn.Linear(2 * channels * 16, 10)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,8 +67,16 @@ class Denoiser(nn.Module):
 
   def __init__(self, code: int = 32):
     super().__init__()
-    self.net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, code), nn.ReLU(),
-                             nn.Linear(code, 128), nn.ReLU(), nn.Linear(128, 64), nn.Sigmoid())
+    self.net = nn.Sequential(
+      nn.Linear(64, 128),
+      nn.ReLU(),
+      nn.Linear(128, code),
+      nn.ReLU(),
+      nn.Linear(code, 128),
+      nn.ReLU(),
+      nn.Linear(128, 64),
+      nn.Sigmoid(),
+    )
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.net(x)
@@ -67,26 +92,31 @@ class SizedModel(nn.Module):
     width = max(8, int((-(64 + 10 + 3) + ((64 + 10 + 3) ** 2 + 4 * floats) ** 0.5) / 2))
     # Random init of a big layer costs more than loading its weights; Beam loads a state
     # dict right after construction, so only `sized_model_path` asks for an initialized model.
-    linear = nn.Linear if initialize else (lambda *shape: torch.nn.utils.skip_init(nn.Linear, *shape))
-    self.net = nn.Sequential(linear(64, width), nn.ReLU(), linear(width, width), nn.ReLU(),
-                             linear(width, 10))
+    linear = (
+      nn.Linear if initialize else (lambda *shape: torch.nn.utils.skip_init(nn.Linear, *shape))
+    )
+    self.net = nn.Sequential(
+      linear(64, width), nn.ReLU(), linear(width, width), nn.ReLU(), linear(width, 10)
+    )
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.net(x)
 
 
 MODEL_ZOO: dict[str, tuple[type, dict]] = {
-    "ab_mlp": (MLPClassifier, {"hidden": 32}),
-    "ab_cnn": (ConvClassifier, {"channels": 16}),
-    "denoiser": (Denoiser, {"code": 32}),
-    "general": (MLPClassifier, {"hidden": 64}),
-    **{f"specialist_{source}": (MLPClassifier, {"hidden": 64}) for source in SOURCES},
+  "ab_mlp": (MLPClassifier, {"hidden": 32}),
+  "ab_cnn": (ConvClassifier, {"channels": 16}),
+  "denoiser": (Denoiser, {"code": 32}),
+  "general": (MLPClassifier, {"hidden": 64}),
+  **{f"specialist_{source}": (MLPClassifier, {"hidden": 64}) for source in SOURCES},
 }
 
 
 def models_dir() -> Path:
   """`$MMKIT_MODELS`, else `data/models/` beside the digits."""
-  default = Path(os.environ.get("MMKIT_DATA") or Path(__file__).resolve().parents[1] / "data") / "models"
+  default = (
+    Path(os.environ.get("MMKIT_DATA") or Path(__file__).resolve().parents[1] / "data") / "models"
+  )
   return Path(os.environ.get("MMKIT_MODELS") or default)
 
 
@@ -103,7 +133,9 @@ def model_path(name: str) -> Path:
   model_spec(name)
   path = models_dir() / f"{name}.pt"
   if not path.exists():
-    raise FileNotFoundError(f"model weights {path} are missing: run `python -m mmkit.train` to make them.")
+    raise FileNotFoundError(
+      f"model weights {path} are missing: run `python -m mmkit.train` to make them."
+    )
   return path
 
 

@@ -1,4 +1,5 @@
 """Notebook set-up: quiet Beam's import-time warnings, readable plot defaults (every notebook)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +9,7 @@ import warnings
 
 
 def quiet_logging() -> None:
-  """Silences Beam's import-time warnings about optional cloud clients (also used in sweep workers)."""
+  """Silences Beam's import-time warnings about optional cloud clients (sweeps too)."""
   logging.getLogger().setLevel(logging.ERROR)
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
   warnings.filterwarnings("ignore", category=UserWarning, module="apache_beam")
@@ -20,8 +21,17 @@ def setup() -> None:
   quiet_logging()
   progress_that_clears_itself()
   import matplotlib.pyplot as plt
-  plt.rcParams.update({"figure.figsize": (7, 3.5), "figure.dpi": 100, "axes.grid": True,
-                       "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+
+  plt.rcParams.update(
+    {
+      "figure.figsize": (7, 3.5),
+      "figure.dpi": 100,
+      "axes.grid": True,
+      "grid.alpha": 0.3,
+      "axes.spines.top": False,
+      "axes.spines.right": False,
+    }
+  )
 
 
 @contextlib.contextmanager
@@ -54,10 +64,12 @@ def progress_that_clears_itself() -> None:
 
   def enter(indicator):
     from IPython.display import HTML, display
+
     indicator.mmkit_display = display(HTML(f"<i>{indicator._enter_text}</i>"), display_id=True)
 
   def leave(indicator, *exc):
     from IPython.display import HTML
+
     if getattr(indicator, "mmkit_display", None) is not None:
       indicator.mmkit_display.update(HTML(""))
 

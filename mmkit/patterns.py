@@ -4,6 +4,7 @@ Elements carry an id so the outputs of different branches can be joined and scor
 `(id, tensor)` in, `(id, PredictionResult)` out (a `KeyedModelHandler` around one
 model passes the id through untouched).
 """
+
 from __future__ import annotations
 
 import zlib
@@ -18,22 +19,36 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
 from mmkit import data, models
 
-__all__ = ["shipped_handler", "check_sequence", "keyed_by_id", "digit_ids", "ToTensor", "in_share", "labels_of",
-           "predicted_label", "probabilities", "accuracy", "denoised_tensor"]
+__all__ = [
+  "shipped_handler",
+  "check_sequence",
+  "keyed_by_id",
+  "digit_ids",
+  "ToTensor",
+  "in_share",
+  "labels_of",
+  "predicted_label",
+  "probabilities",
+  "accuracy",
+  "denoised_tensor",
+]
 
 
 def shipped_handler(name: str) -> PytorchModelHandlerTensor:
   """Beam's PyTorch handler for a model shipped in data/models (01, 02, 03, 06)."""
   from mmkit.validate import check_state_dict
+
   cls, params = models.model_spec(name)
   check_state_dict(str(models.model_path(name)), cls, params)
-  return PytorchModelHandlerTensor(state_dict_path=str(models.model_path(name)), model_class=cls,
-                                   model_params=params, device="CPU")
+  return PytorchModelHandlerTensor(
+    state_dict_path=str(models.model_path(name)), model_class=cls, model_params=params, device="CPU"
+  )
 
 
 def check_sequence(names: Sequence[str], example_shape: Sequence[int] = (64,)) -> None:
-  """Fails fast, with the fix, if a shipped model in `names` cannot take the previous one's output (02)."""
+  """Fails fast, with the fix, if a model in `names` can't take the previous one's output (02)."""
   from mmkit.validate import check_sequence as check
+
   check([(name, models.load_model(name)) for name in names], example_shape)
 
 
@@ -103,9 +118,14 @@ def agreement(a: dict, b: dict) -> float:
 def arm_table(arms: dict, labels: Sequence[int], ms_per_element: Optional[dict] = None):
   """One row per arm (or ensemble member): elements served, accuracy, optional latency (01, 06)."""
   import pandas as pd
+
   rows = []
   for name, predicted in arms.items():
-    row = {"arm": name, "elements": len(predicted), "accuracy": round(accuracy(predicted.items(), labels), 3)}
+    row = {
+      "arm": name,
+      "elements": len(predicted),
+      "accuracy": round(accuracy(predicted.items(), labels), 3),
+    }
     if ms_per_element is not None:
       row["ms_per_element"] = round(ms_per_element.get(name, float("nan")), 3)
     rows.append(row)
@@ -130,6 +150,7 @@ def true_label(source: str, result: PredictionResult) -> int:
 def digits_figure(rows: dict, n: int = 8):
   """A grid of digits: one row per named [N, 64] array, `n` columns (02)."""
   import matplotlib.pyplot as plt
+
   fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0))
   for r, (name, images) in enumerate(rows.items()):
     for c in range(n):
@@ -146,6 +167,7 @@ def keyed_metrics_frame(result):
   """Beam's per-cohort keyed-model metrics (DirectRunner result) as a DataFrame (03)."""
   import pandas as pd
   from apache_beam.metrics.metric import MetricsFilter
+
   query = result.metrics().query(MetricsFilter().with_namespace("BeamML_KeyedModels"))
   rows: dict = {}
   for kind in ("counters", "distributions"):
@@ -154,7 +176,13 @@ def keyed_metrics_frame(result):
       cohort, _, metric = name.rpartition("-_")
       value = m.committed if m.committed is not None else m.attempted
       cell = value if kind == "counters" else value.count
-      rows.setdefault(cohort or "(all)", {})[metric + ("" if kind == "counters" else " (count)")] = cell
+      rows.setdefault(cohort or "(all)", {})[
+        metric + ("" if kind == "counters" else " (count)")
+      ] = cell
   frame = pd.DataFrame.from_dict(rows, orient="index").fillna(0).astype(int)
-  wanted = ["num_inferences", "load_model_latency_milli_secs (count)", "inference_batch_latency_micro_secs (count)"]
+  wanted = [
+    "num_inferences",
+    "load_model_latency_milli_secs (count)",
+    "inference_batch_latency_micro_secs (count)",
+  ]
   return frame[[c for c in wanted if c in frame]].sort_index()

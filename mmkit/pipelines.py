@@ -5,10 +5,11 @@ InteractiveRunner in a notebook, on the DirectRunner from the CLI, or on a clust
 Elements travel as cheap `(key, index)` pairs and become tensors inside the pipeline:
 pickling a tensor that is a view of a bigger one would ship the whole storage.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -17,31 +18,48 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data
 
-__all__ = ["RUNNERS", "runner_options", "new_pipeline", "forget_interactive_pipeline", "source_of", "model_keys", "keyed_examples",
-           "ToKeyedTensor", "CountElements", "GROUPINGS", "KeyedInference",
-           "keyed_inference_with_dead_letters"]
+__all__ = [
+  "RUNNERS",
+  "runner_options",
+  "new_pipeline",
+  "forget_interactive_pipeline",
+  "source_of",
+  "model_keys",
+  "keyed_examples",
+  "ToKeyedTensor",
+  "CountElements",
+  "GROUPINGS",
+  "KeyedInference",
+  "keyed_inference_with_dead_letters",
+]
 
 RUNNERS = ("direct", "multiprocess", "interactive")
 
 
 def runner_options(runner: str = "direct", workers: int = 2, **extra) -> PipelineOptions:
-  """Options for the DirectRunner: `direct` runs in this process, `multiprocess` in `workers` processes."""
+  """Options for the DirectRunner: `direct` in this process, `multiprocess` in `workers`."""
   if runner == "direct":
     flags = {"direct_num_workers": 1, "direct_running_mode": "in_memory"}
   elif runner == "multiprocess":
     # Worker processes log every bundle at INFO to the parent's stderr; keep only errors.
-    flags = {"direct_num_workers": workers, "direct_running_mode": "multi_processing",
-             "default_sdk_harness_log_level": "ERROR"}
+    flags = {
+      "direct_num_workers": workers,
+      "direct_running_mode": "multi_processing",
+      "default_sdk_harness_log_level": "ERROR",
+    }
   else:
     raise ValueError(f"unknown runner {runner!r}: use one of direct, multiprocess.")
   return PipelineOptions(runner="DirectRunner", **flags, **extra)
 
 
-def new_pipeline(runner: str = "direct", options: Optional[PipelineOptions] = None) -> beam.Pipeline:
+def new_pipeline(
+  runner: str = "direct", options: Optional[PipelineOptions] = None
+) -> beam.Pipeline:
   """A pipeline on `runner` (`interactive`: Beam's InteractiveRunner, as in the notebooks)."""
   if runner == "interactive":
     from apache_beam.runners.interactive import interactive_environment
     from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
+
     pipeline = beam.Pipeline(InteractiveRunner(), options=options)
     # The InteractiveRunner runs only pipelines it tracks; a notebook's globals are tracked
     # for it, a pipeline made inside a function must be added (and evicted after the run).
@@ -60,6 +78,7 @@ def forget_interactive_pipeline(pipeline: beam.Pipeline) -> None:
   import shutil
 
   from apache_beam.runners.interactive import interactive_environment
+
   env = interactive_environment.current_env()
   # No public way lists a user pipeline's derived pipelines; without it only its own dir goes.
   derived = list(getattr(env._tracked_user_pipelines, "_user_pipelines", {}).get(pipeline, ()))
@@ -70,10 +89,12 @@ def forget_interactive_pipeline(pipeline: beam.Pipeline) -> None:
 
 
 def model_keys(models: int) -> list[str]:
-  """Keys for `models` keyed models: the data sources first, then `<source>-<n>` once they run out."""
+  """Keys for `models` keyed models: the data sources, then `<source>-<n>` once they run out."""
   sources = data.SOURCES
-  return [sources[i % len(sources)] + ("" if i < len(sources) else f"-{i // len(sources)}")
-          for i in range(models)]
+  return [
+    sources[i % len(sources)] + ("" if i < len(sources) else f"-{i // len(sources)}")
+    for i in range(models)
+  ]
 
 
 def source_of(key: str) -> str:
@@ -127,6 +148,7 @@ class CountElements(beam.DoFn):
   def finish_bundle(self):
     if self._log_dir and self._seen:
       from mmkit.tracing import record_count
+
       record_count(self._log_dir, self._name, self._seen)
 
 
@@ -149,8 +171,9 @@ class ToKeyedTensorOrPass(ToKeyedTensor):
       yield from super().process(element)
 
 
-def keyed_inference_with_dead_letters(examples: beam.PCollection, handler, group: str = "none",
-                                      log_dir: Optional[str] = None):
+def keyed_inference_with_dead_letters(
+  examples: beam.PCollection, handler, group: str = "none", log_dir: Optional[str] = None
+):
   """(key, index or tensor) -> ((key, PredictionResult), DeadLetters), through a keyed `handler`.
 
   `group` decides what reaches the model manager together: `none`, the stream as it comes;
@@ -161,29 +184,41 @@ def keyed_inference_with_dead_letters(examples: beam.PCollection, handler, group
   rest are served, batch-mates of a refused element included (see `InferOrDeadLetter`).
   """
   from mmkit.deadletter import DEAD_LETTERS, InferOrDeadLetter, RouteByModel
+
   if group not in GROUPINGS:
     raise ValueError(f"unknown group {group!r}: use one of {', '.join(GROUPINGS)}.")
   keys = handler.keys
-  by_key = examples | "RouteByKey" >> beam.ParDo(RouteByModel(keys)).with_outputs(DEAD_LETTERS, main="ok")
+  by_key = examples | "RouteByKey" >> beam.ParDo(RouteByModel(keys)).with_outputs(
+    DEAD_LETTERS, main="ok"
+  )
   tensors = by_key.ok | "ToTensor" >> beam.ParDo(ToKeyedTensorOrPass())
-  by_shape = tensors | "RouteByShape" >> beam.ParDo(RouteByModel(keys, (64,))).with_outputs(DEAD_LETTERS, main="ok")
+  by_shape = tensors | "RouteByShape" >> beam.ParDo(RouteByModel(keys, (64,))).with_outputs(
+    DEAD_LETTERS, main="ok"
+  )
   tensors = by_shape.ok
   if group == "gbk":
     tensors = tensors | "GroupByKey" >> beam.GroupByKey() | "Ungroup" >> beam.FlatMap(_ungroup)
   elif group == "batches":
     batch_size = getattr(handler, "batch_size", None) or 32
-    tensors = (tensors | "GroupIntoBatches" >> beam.GroupIntoBatches(batch_size)
-               | "ToBatch" >> beam.Map(_ungroup))
+    tensors = (
+      tensors
+      | "GroupIntoBatches" >> beam.GroupIntoBatches(batch_size)
+      | "ToBatch" >> beam.Map(_ungroup)
+    )
   infer = InferOrDeadLetter(handler.prebatched() if group == "batches" else handler)
   predictions, refused = tensors | "Serve" >> infer
-  dead = ((by_key[DEAD_LETTERS], by_shape[DEAD_LETTERS], refused) | "DeadLetters" >> beam.Flatten()
-          | "CountDead" >> beam.ParDo(CountElements(DEAD_LETTERS, log_dir)))
+  dead = (
+    (by_key[DEAD_LETTERS], by_shape[DEAD_LETTERS], refused)
+    | "DeadLetters" >> beam.Flatten()
+    | "CountDead" >> beam.ParDo(CountElements(DEAD_LETTERS, log_dir))
+  )
   return predictions, dead
 
 
 @beam.ptransform_fn
-def KeyedInference(examples: beam.PCollection, handler, group: str = "none",
-                   log_dir: Optional[str] = None) -> beam.PCollection:
+def KeyedInference(
+  examples: beam.PCollection, handler, group: str = "none", log_dir: Optional[str] = None
+) -> beam.PCollection:
   """`keyed_inference_with_dead_letters`, predictions only (dead letters are still counted)."""
   predictions, _ = keyed_inference_with_dead_letters(examples, handler, group, log_dir)
   return predictions

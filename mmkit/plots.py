@@ -1,39 +1,66 @@
 """The kit's pictures: swaps and memory against the hint, memory over time (taught in 04_memory)."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
 
-__all__ = ["sweep_figure", "memory_timeline_figure", "workers_figure", "worker_names",
-           "eviction_figure"]
+__all__ = [
+  "sweep_figure",
+  "memory_timeline_figure",
+  "workers_figure",
+  "worker_names",
+  "eviction_figure",
+]
 
 LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR = "#1f77b4", "#d62728", "#2ca02c"
 
 
-def sweep_figure(rows: Sequence[dict], grouped_loads: Optional[Sequence[int]] = None, title: Optional[str] = None):
-  """Left: model loads per hint (measured, Beam's count, simulated, optimal, grouped); right: peak memory."""
+def sweep_figure(
+  rows: Sequence[dict], grouped_loads: Optional[Sequence[int]] = None, title: Optional[str] = None
+):
+  """Left: model loads per hint (measured, Beam's, simulated, optimal, grouped); right: memory."""
   hints = [str(r["hint"]) if r["hint"] is not None else "none" for r in rows]
   fig, (ax, mem) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 2]})
-  bars = ax.bar(hints, [r["loads"] for r in rows], color=LOAD_COLOR, alpha=0.75, label="measured (mmkit trace)")
+  bars = ax.bar(
+    hints, [r["loads"] for r in rows], color=LOAD_COLOR, alpha=0.75, label="measured (mmkit trace)"
+  )
   ax.bar_label(bars, padding=2, fontsize=8)
   beam = [(h, r["beam_loads"]) for h, r in zip(hints, rows) if r.get("beam_loads") is not None]
   if beam:
     ax.plot(*zip(*beam), "k_", markersize=22, markeredgewidth=2, label="Beam's own count")
   if all(r.get("simulated_loads") is not None for r in rows):  # None: a reshuffled stream
-    ax.plot(hints, [r["simulated_loads"] for r in rows], "x", color="#ff7f0e", markersize=9,
-            markeredgewidth=2, label="simulated LRU")
-    ax.plot(hints, [r["optimal_loads"] for r in rows], "s--", color="#7f7f7f", label="optimal (Belady)")
-  if (grouped_loads is not None and None not in grouped_loads
-      and rows[0].get("group", "none") == "none"):
+    ax.plot(
+      hints,
+      [r["simulated_loads"] for r in rows],
+      "x",
+      color="#ff7f0e",
+      markersize=9,
+      markeredgewidth=2,
+      label="simulated LRU",
+    )
+    ax.plot(
+      hints, [r["optimal_loads"] for r in rows], "s--", color="#7f7f7f", label="optimal (Belady)"
+    )
+  if (
+    grouped_loads is not None
+    and None not in grouped_loads
+    and rows[0].get("group", "none") == "none"
+  ):
     ax.plot(hints, grouped_loads, "^:", color=RELEASE_COLOR, label="with GroupByKey (simulated)")
   ax.set_xlabel("max_models_per_worker_hint")
   ax.set_ylabel("model loads")
   ax.set_ylim(0, max(r["loads"] for r in rows) * 1.15 + 1)
   ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
   first = rows[0]
-  ax.set_title(title or f"{first.get('models')} models, {first.get('elements')} elements, stream={first.get('stream')}, "
-               f"batch={first.get('batch_size')}, group={first.get('group', 'none')}", fontsize=10)
+  ax.set_title(
+    title
+    or f"{first.get('models')} models, {first.get('elements')} elements, "
+    f"stream={first.get('stream')}, "
+    f"batch={first.get('batch_size')}, group={first.get('group', 'none')}",
+    fontsize=10,
+  )
   mem.bar(hints, [r["peak_rss_mb"] for r in rows], color=MEMORY_COLOR, alpha=0.75)
   mem.bar_label(mem.containers[0], fmt="%.0f", padding=2, fontsize=8)
   mem.set_xlabel("max_models_per_worker_hint")
@@ -52,14 +79,26 @@ def memory_timeline_figure(report, ax=None, title: Optional[str] = None):
   else:
     fig = ax.figure
   timeline = report.memory_timeline()
-  ax.plot([p["t"] for p in timeline], [p["rss_mb"] for p in timeline], color=MEMORY_COLOR,
-          linewidth=1.2, label="memory (RSS, process tree)")
+  ax.plot(
+    [p["t"] for p in timeline],
+    [p["rss_mb"] for p in timeline],
+    color=MEMORY_COLOR,
+    linewidth=1.2,
+    label="memory (RSS, process tree)",
+  )
   frame = report.to_frame()
   for kind, color, marker in (("load", LOAD_COLOR, "^"), ("release", RELEASE_COLOR, "v")):
     rows = frame[frame["event"] == kind]
     if len(rows):
-      ax.scatter(rows["t"], rows["rss_mb"], color=color, marker=marker, s=28, zorder=3,
-                 label=f"{kind} ({len(rows)})")
+      ax.scatter(
+        rows["t"],
+        rows["rss_mb"],
+        color=color,
+        marker=marker,
+        s=28,
+        zorder=3,
+        label=f"{kind} ({len(rows)})",
+      )
   end = report.extra.get("pipeline_end")
   if end:
     ax.axvline(end - report.start, color="gray", linestyle=":", linewidth=1, label="pipeline done")
@@ -68,8 +107,12 @@ def memory_timeline_figure(report, ax=None, title: Optional[str] = None):
   ax.set_ylim(bottom=0)
   ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
   hint = report.extra.get("hint")
-  ax.set_title(title or f"hint={hint}: {report.loads} loads, {report.releases} releases, "
-               f"peak {report.peak_rss_mb:.0f} MB", fontsize=10)
+  ax.set_title(
+    title
+    or f"hint={hint}: {report.loads} loads, {report.releases} releases, "
+    f"peak {report.peak_rss_mb:.0f} MB",
+    fontsize=10,
+  )
   fig.tight_layout()
   return fig
 
@@ -98,7 +141,7 @@ def workers_figure(report, title: Optional[str] = None):
   loads = loads[loads["event"] == "load"]
   for pid, name in names.items():
     rows = frame[frame["pid"] == int(pid)]
-    line, = mem.plot(rows["t"], rows["rss_mb"], label=name, linewidth=1.2)
+    (line,) = mem.plot(rows["t"], rows["rss_mb"], label=name, linewidth=1.2)
     ticks = loads[loads["pid"] == int(pid)]
     if len(ticks):  # thin ticks at the bottom: when this process loaded a model
       mem.plot(ticks["t"], [0] * len(ticks), "|", color=line.get_color(), markersize=10, alpha=0.6)
@@ -107,8 +150,11 @@ def workers_figure(report, title: Optional[str] = None):
   mem.set_ylim(bottom=0)
   mem.legend(fontsize=8, loc="lower right")
   mem.set_title(title or f"hint={report.extra.get('hint')}: memory per process", fontsize=10)
-  kinds = [("elements", "elements served / 10", 0.1), ("loads", "model loads", 1),
-           ("proxied_batches", "batches served through the proxy", 1)]
+  kinds = [
+    ("elements", "elements served / 10", 0.1),
+    ("loads", "model loads", 1),
+    ("proxied_batches", "batches served through the proxy", 1),
+  ]
   width = 0.8 / len(kinds)
   for i, (field, label, scale) in enumerate(kinds):
     xs = [j + (i - 1) * width for j in range(len(names))]
@@ -126,19 +172,27 @@ def eviction_figure(report, title: Optional[str] = None):
   over memory above the run's starting point; eviction and free ticks on their own lane (04)."""
   events = report.to_frame()
   evictions = [e["t"] - report.start for e in report.events if e["event"] == "evict"]
-  fig, (mem, held) = plt.subplots(2, 1, figsize=(10, 4.6), sharex=True,
-                                  gridspec_kw={"height_ratios": [3, 2]})
+  fig, (mem, held) = plt.subplots(
+    2, 1, figsize=(10, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+  )
   timeline = report.memory_timeline()
   base = timeline[0]["rss_mb"] if timeline else 0.0
-  mem.plot([p["t"] for p in timeline], [p["rss_mb"] - base for p in timeline], color=MEMORY_COLOR,
-           linewidth=1.2, label="memory above the start (RSS, process tree)")
+  mem.plot(
+    [p["t"] for p in timeline],
+    [p["rss_mb"] - base for p in timeline],
+    color=MEMORY_COLOR,
+    linewidth=1.2,
+    label="memory above the start (RSS, process tree)",
+  )
   mem.set_ylabel("MB above the start")
   mem.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
   steps = {"loaded, not yet evicted (Beam's view)": [], "in memory (not yet freed)": []}
   counts = [0, 0]
-  marks = sorted([(t, "load") for t in events[events.event == "load"].t]
-                 + [(t, "release") for t in events[events.event == "release"].t]
-                 + [(t, "evict") for t in evictions])
+  marks = sorted(
+    [(t, "load") for t in events[events.event == "load"].t]
+    + [(t, "release") for t in events[events.event == "release"].t]
+    + [(t, "evict") for t in evictions]
+  )
   for t, kind in marks:
     counts[0] += {"load": 1, "evict": -1}.get(kind, 0)
     counts[1] += {"load": 1, "release": -1}.get(kind, 0)
@@ -150,17 +204,29 @@ def eviction_figure(report, title: Optional[str] = None):
   size = report.extra.get("model_mb")
   in_memory = steps["in memory (not yet freed)"]
   if size and in_memory:  # what the models alone would take, beside what the process holds
-    mem.step([t for t, _ in in_memory], [n * size for _, n in in_memory], where="post",
-             color="black", linestyle="--", linewidth=0.9,
-             label=f"models in memory x {size:g} MB")
+    mem.step(
+      [t for t, _ in in_memory],
+      [n * size for _, n in in_memory],
+      where="post",
+      color="black",
+      linestyle="--",
+      linewidth=0.9,
+      label=f"models in memory x {size:g} MB",
+    )
     mem.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
   if report.effective_cap is not None:
-    held.axhline(report.effective_cap, color="gray", linewidth=0.8, linestyle=":",
-                 label=f"cap in force ({report.effective_cap})")
+    held.axhline(
+      report.effective_cap,
+      color="gray",
+      linewidth=0.8,
+      linestyle=":",
+      label=f"cap in force ({report.effective_cap})",
+    )
   top = max([n for line in steps.values() for _, n in line] + [1])
-  for ts, y, color, label in ((evictions, top + 0.9, LOAD_COLOR, "evictions"),
-                              (list(events[events.event == "release"].t), top + 0.5, RELEASE_COLOR,
-                               "frees")):
+  for ts, y, color, label in (
+    (evictions, top + 0.9, LOAD_COLOR, "evictions"),
+    (list(events[events.event == "release"].t), top + 0.5, RELEASE_COLOR, "frees"),
+  ):
     held.plot(ts, [y] * len(ts), "|", color=color, markersize=7, alpha=0.7, label=label)
   held.set_ylim(0, top + 1.3)
   held.set_ylabel("models")

@@ -6,6 +6,7 @@ used, or loaded if absent). With `max_models_per_worker_hint=h` the least recent
 model is released when an (h+1)-th is needed. Replaying that on the sequence of model
 accesses gives the exact load count of an in-memory DirectRunner run with fixed batches.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -14,11 +15,21 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Mapping, Optional, Sequence
 
-__all__ = ["arrival_batches", "model_accesses", "SwapCount", "simulate_lru", "optimal_loads", "stack_distances",
-           "lru_loads_by_capacity", "working_set_sizes"]
+__all__ = [
+  "arrival_batches",
+  "model_accesses",
+  "SwapCount",
+  "simulate_lru",
+  "optimal_loads",
+  "stack_distances",
+  "lru_loads_by_capacity",
+  "working_set_sizes",
+]
 
 
-def arrival_batches(stream: Sequence[Hashable], batch_size: int, group: str = "none") -> list[list[Hashable]]:
+def arrival_batches(
+  stream: Sequence[Hashable], batch_size: int, group: str = "none"
+) -> list[list[Hashable]]:
   """The batches of keys RunInference sees on the in-memory runner, for each grouping.
 
   `none`: consecutive slices of the stream. `gbk`: a GroupByKey makes each key's elements
@@ -29,13 +40,13 @@ def arrival_batches(stream: Sequence[Hashable], batch_size: int, group: str = "n
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   if group == "none":
-    return [list(stream[i:i + batch_size]) for i in range(0, len(stream), batch_size)]
+    return [list(stream[i : i + batch_size]) for i in range(0, len(stream), batch_size)]
   if group == "gbk":
     by_key: dict = {}
     for key in stream:
       by_key.setdefault(key, []).append(key)
     flat = [k for keys in by_key.values() for k in keys]
-    return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
+    return [flat[i : i + batch_size] for i in range(0, len(flat), batch_size)]
   if group == "batches":
     buffers: dict = {}
     batches = []
@@ -47,10 +58,13 @@ def arrival_batches(stream: Sequence[Hashable], batch_size: int, group: str = "n
   raise ValueError(f"unknown group {group!r}: use one of none, gbk, batches.")
 
 
-def model_accesses(stream: Sequence[Hashable], batch_size: int,
-                   key_to_model: Optional[Mapping[Hashable, Hashable]] = None,
-                   group: str = "none") -> list[Hashable]:
-  """The models a keyed handler asks for, in order: per batch, each model once, by first appearance."""
+def model_accesses(
+  stream: Sequence[Hashable],
+  batch_size: int,
+  key_to_model: Optional[Mapping[Hashable, Hashable]] = None,
+  group: str = "none",
+) -> list[Hashable]:
+  """The models a keyed handler asks for, in order: each model once per batch, first seen first."""
   to_model = key_to_model.__getitem__ if key_to_model is not None else (lambda k: k)
   accesses = []
   for batch in arrival_batches(stream, batch_size, group):
@@ -91,11 +105,13 @@ def simulate_lru(accesses: Iterable[Hashable], capacity: Optional[int]) -> SwapC
       evicted, _ = cache.popitem(last=False)
       releases[evicted] += 1
     loads[model] += 1
-  return SwapCount(dict(sorted(loads.items(), key=str)), dict(sorted(releases.items(), key=str)), list(cache))
+  return SwapCount(
+    dict(sorted(loads.items(), key=str)), dict(sorted(releases.items(), key=str)), list(cache)
+  )
 
 
 def optimal_loads(accesses: Sequence[Hashable], capacity: int) -> int:
-  """Belady's MIN: the fewest loads any eviction policy could need with room for `capacity` models."""
+  """Belady's MIN: the fewest loads any eviction policy needs with room for `capacity`."""
   if capacity < 1:
     raise ValueError(f"capacity must be >= 1, got {capacity}.")
   uses: dict = defaultdict(list)
@@ -133,8 +149,10 @@ def stack_distances(accesses: Iterable[Hashable]) -> list[float]:
   return distances
 
 
-def lru_loads_by_capacity(accesses: Sequence[Hashable], capacities: Optional[Iterable[int]] = None) -> dict[int, int]:
-  """LRU loads for every capacity from one pass: an access misses when its stack distance > capacity."""
+def lru_loads_by_capacity(
+  accesses: Sequence[Hashable], capacities: Optional[Iterable[int]] = None
+) -> dict[int, int]:
+  """LRU loads for every capacity from one pass: a miss when the stack distance > capacity."""
   distances = stack_distances(accesses)
   if capacities is None:
     capacities = range(1, len(set(accesses)) + 1)
@@ -142,7 +160,7 @@ def lru_loads_by_capacity(accesses: Sequence[Hashable], capacities: Optional[Ite
 
 
 def working_set_sizes(accesses: Sequence[Hashable], window: int) -> list[int]:
-  """Distinct models in each window of `window` consecutive accesses: above the hint, LRU thrashes."""
+  """Distinct models in each window of `window` accesses in a row: above the hint, LRU thrashes."""
   if window < 1:
     raise ValueError(f"window must be >= 1, got {window}.")
-  return [len(set(accesses[i:i + window])) for i in range(max(1, len(accesses) - window + 1))]
+  return [len(set(accesses[i : i + window])) for i in range(max(1, len(accesses) - window + 1))]

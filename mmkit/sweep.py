@@ -1,9 +1,10 @@
-"""The main job: run the keyed pipeline once per `max_models_per_worker_hint` (`python -m mmkit sweep`).
+"""The main job: run the keyed pipeline once per hint (`python -m mmkit sweep`).
 
 Prints a table (or `--json`: one object per run) of loads, Beam's own load count,
 releases, peak memory and time; `--out DIR` also writes `sweep.csv`, `sweep.png` (loads
 and memory against the hint) and `timeline.png` (memory over one run, loads and releases marked).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,14 +17,37 @@ from typing import Optional, Sequence
 from mmkit import data
 from mmkit.pipelines import GROUPINGS, RUNNERS
 
-COLUMNS = ["hint", "group", "models", "elements", "elements_out", "loads", "beam_loads",
-           "simulated_loads", "optimal_loads", "releases", "load_ms", "peak_rss_mb", "seconds"]
+COLUMNS = [
+  "hint",
+  "group",
+  "models",
+  "elements",
+  "elements_out",
+  "loads",
+  "beam_loads",
+  "simulated_loads",
+  "optimal_loads",
+  "releases",
+  "load_ms",
+  "peak_rss_mb",
+  "seconds",
+]
 
 
-def sweep_reports(models: int = 8, hints: Sequence[Optional[int]] = (1, 2, 4, 8), elements: int = 2000,
-                  stream: str = "zipf", model_mb: Optional[float] = None, batch_size: int = 32,
-                  runner: str = "direct", seed: int = 0, group: str = "none", progress: bool = True,
-                  isolate: bool = True, spread: bool = False) -> list:
+def sweep_reports(
+  models: int = 8,
+  hints: Sequence[Optional[int]] = (1, 2, 4, 8),
+  elements: int = 2000,
+  stream: str = "zipf",
+  model_mb: Optional[float] = None,
+  batch_size: int = 32,
+  runner: str = "direct",
+  seed: int = 0,
+  group: str = "none",
+  progress: bool = True,
+  isolate: bool = True,
+  spread: bool = False,
+) -> list:
   """One traced keyed run per hint; returns their RunReports (timelines included).
 
   `isolate` runs each hint in a fresh process, so peak memory compares like with like.
@@ -31,9 +55,13 @@ def sweep_reports(models: int = 8, hints: Sequence[Optional[int]] = (1, 2, 4, 8)
   from tqdm.auto import tqdm
 
   from mmkit.experiment import KeyedRun, run_keyed
-  runs = [KeyedRun(models, hint, elements, stream, model_mb, batch_size, runner, seed, group,
-                   spread).validate()
-          for hint in hints]
+
+  runs = [
+    KeyedRun(
+      models, hint, elements, stream, model_mb, batch_size, runner, seed, group, spread
+    ).validate()
+    for hint in hints
+  ]
   reports = []
   bar = tqdm(runs, desc="sweep", unit="run", disable=not progress, file=sys.stderr)
   for run in bar:
@@ -58,23 +86,27 @@ def _run_in_fresh_process(run):
 
   from mmkit.experiment import run_keyed
   from mmkit.notebook import quiet_logging
-  with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                           initializer=quiet_logging) as pool:
+
+  with ProcessPoolExecutor(
+    max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=quiet_logging
+  ) as pool:
     return pool.submit(run_keyed, run).result()
 
 
 def format_table(rows: list[dict]) -> str:
   """The sweep's rows as an aligned text table."""
   import pandas as pd
+
   frame = pd.DataFrame(rows)
   return frame[[c for c in COLUMNS if c in frame]].to_string(index=False)
 
 
 def write_outputs(reports: list, out_dir: str) -> list[str]:
-  """Writes sweep.csv, sweep.png (loads and memory per hint) and timeline.png (one run) to `out_dir`."""
+  """Writes sweep.csv, sweep.png (loads, memory per hint), timeline.png (one run) to `out_dir`."""
   import pandas as pd
 
   from mmkit import plots
+
   os.makedirs(out_dir, exist_ok=True)
   rows = [r.summary() for r in reports]
   paths = [os.path.join(out_dir, name) for name in ("sweep.csv", "sweep.png", "timeline.png")]
@@ -95,9 +127,14 @@ def grouped_loads(reports: list) -> list[int]:
   from dataclasses import replace
 
   from mmkit.experiment import KeyedRun, predicted_loads
+
   fields = KeyedRun.__dataclass_fields__
-  return [predicted_loads(replace(KeyedRun(**{k: r.extra[k] for k in fields}), group="gbk"))["simulated_loads"]
-          for r in reports]
+  return [
+    predicted_loads(replace(KeyedRun(**{k: r.extra[k] for k in fields}), group="gbk"))[
+      "simulated_loads"
+    ]
+    for r in reports
+  ]
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -109,7 +146,9 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 def _check(args) -> Optional[str]:
   if any(h < 1 for h in args.hints):
-    return f"--hints must all be >= 1 (max_models_per_worker_hint), got {' '.join(map(str, args.hints))}"
+    return (
+      f"--hints must all be >= 1 (max_models_per_worker_hint), got {' '.join(map(str, args.hints))}"
+    )
   for name in ("models", "elements", "batch_size"):
     if getattr(args, name) < 1:
       return f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
@@ -118,8 +157,10 @@ def _check(args) -> Optional[str]:
   if args.model_mb is not None and args.model_mb <= 0:
     return f"--model-mb must be > 0, got {args.model_mb}"
   if args.model_mb is None and args.models > len(data.SOURCES):
-    return (f"--models {args.models} needs --model-mb: only {len(data.SOURCES)} specialist models ship "
-            "with the kit")
+    return (
+      f"--models {args.models} needs --model-mb: only {len(data.SOURCES)} specialist models ship "
+      "with the kit"
+    )
   return None
 
 
@@ -128,9 +169,19 @@ def run_command(args, parser) -> int:
   if problem:
     parser.exit(2, f"python -m mmkit sweep: error: {problem}\n")
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
-  reports = sweep_reports(args.models, args.hints, args.elements, args.stream, args.model_mb, args.batch_size,
-                          args.runner, args.seed, args.group, progress=not args.no_progress,
-                          spread=args.spread)
+  reports = sweep_reports(
+    args.models,
+    args.hints,
+    args.elements,
+    args.stream,
+    args.model_mb,
+    args.batch_size,
+    args.runner,
+    args.seed,
+    args.group,
+    progress=not args.no_progress,
+    spread=args.spread,
+  )
   rows = [r.summary() for r in reports]
   print(json.dumps(rows, indent=1) if args.json else format_table(rows))
   if args.out:
@@ -140,25 +191,53 @@ def run_command(args, parser) -> int:
 
 
 def add_parser(commands) -> None:
-  p = commands.add_parser("sweep", help="run the keyed pipeline once per hint and tabulate swaps and memory",
-                          description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = commands.add_parser(
+    "sweep",
+    help="run the keyed pipeline once per hint and tabulate swaps and memory",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("--models", type=int, default=8, help="number of keyed models (default 8)")
-  p.add_argument("--hints", type=int, nargs="+", default=[1, 2, 4, 8],
-                 help="max_models_per_worker_hint values, one run each (default 1 2 4 8)")
+  p.add_argument(
+    "--hints",
+    type=int,
+    nargs="+",
+    default=[1, 2, 4, 8],
+    help="max_models_per_worker_hint values, one run each (default 1 2 4 8)",
+  )
   p.add_argument("--elements", type=int, default=2000, help="elements per run (default 2000)")
-  p.add_argument("--stream", choices=data.STREAMS, default="zipf", help="order of keys in the input")
-  p.add_argument("--model-mb", type=float, default=None,
-                 help="use synthetic models of this many MB (made once in a cache dir); "
-                      "default: the shipped specialist models")
-  p.add_argument("--batch-size", type=int, default=32, help="fixed RunInference batch size (default 32)")
-  p.add_argument("--runner", choices=RUNNERS, default="direct",
-                 help="direct: in this process; multiprocess: DirectRunner with 2 worker processes")
-  p.add_argument("--group", choices=GROUPINGS, default="none",
-                 help="none: the stream as it comes; gbk: GroupByKey before inference; "
-                      "batches: GroupIntoBatches per key")
-  p.add_argument("--spread", action="store_true",
-                 help="reshuffle the elements so every worker process gets some (multiprocess); "
-                      "loses the stream's order, so no simulated loads")
+  p.add_argument(
+    "--stream", choices=data.STREAMS, default="zipf", help="order of keys in the input"
+  )
+  p.add_argument(
+    "--model-mb",
+    type=float,
+    default=None,
+    help="use synthetic models of this many MB (made once in a cache dir); "
+    "default: the shipped specialist models",
+  )
+  p.add_argument(
+    "--batch-size", type=int, default=32, help="fixed RunInference batch size (default 32)"
+  )
+  p.add_argument(
+    "--runner",
+    choices=RUNNERS,
+    default="direct",
+    help="direct: in this process; multiprocess: DirectRunner with 2 worker processes",
+  )
+  p.add_argument(
+    "--group",
+    choices=GROUPINGS,
+    default="none",
+    help="none: the stream as it comes; gbk: GroupByKey before inference; "
+    "batches: GroupIntoBatches per key",
+  )
+  p.add_argument(
+    "--spread",
+    action="store_true",
+    help="reshuffle the elements so every worker process gets some (multiprocess); "
+    "loses the stream's order, so no simulated loads",
+  )
   p.add_argument("--seed", type=int, default=0, help="seed of the key stream and the examples")
   p.add_argument("--out", metavar="DIR", help="also write sweep.csv and sweep.png here")
   p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")

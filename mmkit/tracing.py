@@ -15,6 +15,7 @@ Events are appended as JSON lines to files in a temporary directory, one file pe
 process, so worker processes and model servers (which Beam may run elsewhere) are seen
 too. A background thread samples the memory of the whole process tree meanwhile.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,9 @@ import tempfile
 import threading
 import time
 import weakref
-from multiprocessing.managers import BaseProxy
 from collections import defaultdict
 from dataclasses import dataclass, field
+from multiprocessing.managers import BaseProxy
 from typing import Any, Iterable, Optional, Sequence
 
 import psutil
@@ -70,8 +71,10 @@ def _append_event(log_dir: str, event: dict) -> None:
     entry = _event_files.get(log_dir)
     try:
       if entry is None or entry[0] != pid:  # new, or inherited across a fork
-        entry = _event_files[log_dir] = (pid, open(os.path.join(log_dir, f"events-{pid}.jsonl"), "a",
-                                                   encoding="utf-8", buffering=1))
+        entry = _event_files[log_dir] = (
+          pid,
+          open(os.path.join(log_dir, f"events-{pid}.jsonl"), "a", encoding="utf-8", buffering=1),
+        )
       entry[1].write(line)
     except (OSError, ValueError):
       pass  # The tracer was closed (directory removed) while a model was still alive.
@@ -86,8 +89,10 @@ def close_event_files(log_dir: str) -> None:
 
 
 def record_event(log_dir: str, event: str, key: str, **fields) -> None:
-  """Appends one event of this process (`load`, `release`, `evict`, `cap`, `count`, `batch`) to a trace."""
-  _append_event(log_dir, {"event": event, "key": key, "pid": os.getpid(), "t": time.time(), **fields})
+  """Appends one event of this process (load, release, evict, cap, count, batch) to its trace."""
+  _append_event(
+    log_dir, {"event": event, "key": key, "pid": os.getpid(), "t": time.time(), **fields}
+  )
 
 
 def record_count(log_dir: str, name: str, n: int) -> None:
@@ -96,8 +101,10 @@ def record_count(log_dir: str, name: str, n: int) -> None:
 
 
 def _record_release(log_dir: str, key: str, pid: int) -> None:
-  _append_event(log_dir, {"event": "release", "key": key, "pid": pid, "t": time.time(),
-                          "rss_mb": process_rss_mb()})
+  _append_event(
+    log_dir,
+    {"event": "release", "key": key, "pid": pid, "t": time.time(), "rss_mb": process_rss_mb()},
+  )
 
 
 def _is_remote(model: Any) -> bool:
@@ -135,8 +142,17 @@ class TracedModelHandler(ModelHandler):
     model = self._inner.load_model()
     end = time.time()
     pid = os.getpid()
-    _append_event(self._log_dir, {"event": "load", "key": self._key, "pid": pid, "t": end,
-                                  "seconds": end - start, "rss_mb": process_rss_mb()})
+    _append_event(
+      self._log_dir,
+      {
+        "event": "load",
+        "key": self._key,
+        "pid": pid,
+        "t": end,
+        "seconds": end - start,
+        "rss_mb": process_rss_mb(),
+      },
+    )
     try:
       weakref.finalize(model, _record_release, self._log_dir, self._key, pid)
     except TypeError:
@@ -155,9 +171,18 @@ class TracedModelHandler(ModelHandler):
       return self._inner.run_inference(batch, model, inference_args)
     start = time.time()
     predictions = list(self._inner.run_inference(batch, model, inference_args))
-    _append_event(self._log_dir, {"event": "batch", "key": self._key, "pid": os.getpid(), "t": start,
-                                  "seconds": time.time() - start, "size": len(batch),
-                                  "proxied": proxied})
+    _append_event(
+      self._log_dir,
+      {
+        "event": "batch",
+        "key": self._key,
+        "pid": os.getpid(),
+        "t": start,
+        "seconds": time.time() - start,
+        "size": len(batch),
+        "proxied": proxied,
+      },
+    )
     return predictions
 
   def get_num_bytes(self, batch: Sequence[Any]) -> int:
@@ -233,9 +258,20 @@ class MemorySampler:
     else:
       self._out = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
       self._child = subprocess.Popen(
-          [sys.executable, "-m", "mmkit.memwatch", str(os.getpid()), "--interval",
-           str(self.interval), "--refresh-every", str(self.refresh_every)],
-          stdin=subprocess.PIPE, stdout=self._out, stderr=subprocess.DEVNULL)
+        [
+          sys.executable,
+          "-m",
+          "mmkit.memwatch",
+          str(os.getpid()),
+          "--interval",
+          str(self.interval),
+          "--refresh-every",
+          str(self.refresh_every),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=self._out,
+        stderr=subprocess.DEVNULL,
+      )
       self._tree.skip.add(self._child.pid)  # its own few MB are not the run's
     self.sample_once()
     return self
@@ -269,7 +305,10 @@ def beam_load_counts(result: Any) -> Optional[dict]:
     return None
   try:
     from apache_beam.metrics.metric import MetricsFilter
-    dists = result.metrics().query(MetricsFilter().with_namespace("BeamML_KeyedModels"))["distributions"]
+
+    dists = result.metrics().query(MetricsFilter().with_namespace("BeamML_KeyedModels"))[
+      "distributions"
+    ]
   except (NotImplementedError, AttributeError):
     return None  # InteractiveRunner results have no metrics.
   counts: dict[str, int] = {}
@@ -342,7 +381,10 @@ class RunReport:
     totals: dict[float, list[float]] = {}
     for s in self.samples:
       totals.setdefault(s["t"], []).append(s["rss_mb"])
-    return [{"t": t - self.start, "rss_mb": sum(v), "processes": len(v)} for t, v in sorted(totals.items())]
+    return [
+      {"t": t - self.start, "rss_mb": sum(v), "processes": len(v)}
+      for t, v in sorted(totals.items())
+    ]
 
   @property
   def peak_rss_mb(self) -> float:
@@ -397,10 +439,16 @@ class RunReport:
       elif e["event"] == "release":
         evicted = pending[(e["pid"], e["key"])]
         evicted_t = evicted.pop(0) if evicted else None
-        out.append({"key": e["key"], "pid": e["pid"], "t": e["t"] - self.start,
-                    "evicted_t": None if evicted_t is None else evicted_t - self.start,
-                    "free_lag_ms": None if evicted_t is None else 1000 * (e["t"] - evicted_t),
-                    "rss_mb": e.get("rss_mb")})
+        out.append(
+          {
+            "key": e["key"],
+            "pid": e["pid"],
+            "t": e["t"] - self.start,
+            "evicted_t": None if evicted_t is None else evicted_t - self.start,
+            "free_lag_ms": None if evicted_t is None else 1000 * (e["t"] - evicted_t),
+            "rss_mb": e.get("rss_mb"),
+          }
+        )
     return out
 
   def workers(self) -> dict[str, dict]:
@@ -424,43 +472,68 @@ class RunReport:
       elif e["event"] == "count" and e["key"] == "elements_out":
         counts["elements"][e["pid"]] += e["n"]
     resident = {pid: max(n for _, n in steps) for pid, steps in self.resident_steps().items()}
-    pids = sorted({p for p, r in roles.items() if r == "worker"} | set(counts["load"])
-                  | set(counts["elements"]))
-    return {str(pid): {"role": roles.get(pid, "child"), "elements": counts["elements"][pid],
-                       "loads": counts["load"][pid], "releases": counts["release"][pid],
-                       "max_resident": resident.get(pid, 0),
-                       "proxied_batches": counts["proxied"][pid],
-                       "peak_rss_mb": round(peaks.get(pid, 0.0), 1)} for pid in pids}
+    pids = sorted(
+      {p for p, r in roles.items() if r == "worker"} | set(counts["load"]) | set(counts["elements"])
+    )
+    return {
+      str(pid): {
+        "role": roles.get(pid, "child"),
+        "elements": counts["elements"][pid],
+        "loads": counts["load"][pid],
+        "releases": counts["release"][pid],
+        "max_resident": resident.get(pid, 0),
+        "proxied_batches": counts["proxied"][pid],
+        "peak_rss_mb": round(peaks.get(pid, 0.0), 1),
+      }
+      for pid in pids
+    }
 
   def proxied_batch_ms(self) -> Optional[float]:
     """Median time of one batch served through Beam's proxy from another process (ms)."""
-    times = sorted(1000 * e["seconds"] for e in self.events if e["event"] == "batch" and e.get("proxied"))
+    times = sorted(
+      1000 * e["seconds"] for e in self.events if e["event"] == "batch" and e.get("proxied")
+    )
     return round(statistics.median(times), 2) if times else None
 
   def summary(self) -> dict:
     """Plain data, ready for JSON (`workers` only where Beam ran worker processes)."""
     workers = self.workers()
     extra = {"workers": workers} if any(w["role"] == "worker" for w in workers.values()) else {}
-    return {"loads": self.loads, "beam_loads": self.beam_loads, "releases": self.releases,
-            "peak_rss_mb": round(self.peak_rss_mb, 1), "seconds": round(self.seconds, 3),
-            "load_ms": self.load_ms, "max_resident": self.max_resident,
-            "effective_cap": self.effective_cap, "proxied_batch_ms": self.proxied_batch_ms(),
-            "loads_by_key": self.loads_by_key, "releases_by_key": self.releases_by_key,
-            **{k: v for k, v in self.extra.items() if k != "pipeline_end"}, **extra}
+    return {
+      "loads": self.loads,
+      "beam_loads": self.beam_loads,
+      "releases": self.releases,
+      "peak_rss_mb": round(self.peak_rss_mb, 1),
+      "seconds": round(self.seconds, 3),
+      "load_ms": self.load_ms,
+      "max_resident": self.max_resident,
+      "effective_cap": self.effective_cap,
+      "proxied_batch_ms": self.proxied_batch_ms(),
+      "loads_by_key": self.loads_by_key,
+      "releases_by_key": self.releases_by_key,
+      **{k: v for k, v in self.extra.items() if k != "pipeline_end"},
+      **extra,
+    }
 
   def to_frame(self):
     """Load and release events as a pandas DataFrame, `t` in seconds from the run's start."""
     import pandas as pd
-    frame = pd.DataFrame([e for e in self.events if e["event"] in ("load", "release")],
-                         columns=["t", "event", "key", "pid", "rss_mb", "seconds"])
+
+    frame = pd.DataFrame(
+      [e for e in self.events if e["event"] in ("load", "release")],
+      columns=["t", "event", "key", "pid", "rss_mb", "seconds"],
+    )
     frame["t"] = frame["t"] - self.start
     return frame
 
   def batch_frame(self):
     """Timed inference batches (all with `wrap(..., time_batches=True)`, else the proxied ones)."""
     import pandas as pd
-    frame = pd.DataFrame([e for e in self.events if e["event"] == "batch"],
-                         columns=["t", "key", "pid", "size", "seconds", "proxied"])
+
+    frame = pd.DataFrame(
+      [e for e in self.events if e["event"] == "batch"],
+      columns=["t", "key", "pid", "size", "seconds", "proxied"],
+    )
     frame["proxied"] = frame["proxied"].fillna(False).astype(bool)
     frame["t"] = frame["t"] - self.start
     frame["ms_per_element"] = 1000 * frame["seconds"] / frame["size"].clip(lower=1)
@@ -469,6 +542,7 @@ class RunReport:
   def memory_frame(self):
     """Memory samples per process as a pandas DataFrame, `t` in seconds from the run's start."""
     import pandas as pd
+
     frame = pd.DataFrame(self.samples, columns=["t", "pid", "rss_mb", "role"])
     frame["t"] = frame["t"] - self.start
     return frame
@@ -488,7 +562,7 @@ class Tracer:
     self.start = self.end = None
 
   def wrap(self, handler: ModelHandler, key: str, time_batches: bool = False) -> TracedModelHandler:
-    """The handler, traced under `key` (one key per loaded model); `time_batches` also times inference."""
+    """The handler, traced under `key` (a key per model); `time_batches` times inference too."""
     return TracedModelHandler(handler, key, self.log_dir, time_batches)
 
   def __enter__(self) -> "Tracer":
@@ -515,8 +589,14 @@ class Tracer:
   def report(self, result: Any = None, close: bool = True, **extra) -> RunReport:
     """Stops sampling and returns the RunReport; `result` (a PipelineResult) adds Beam's counts."""
     self.stop()
-    report = RunReport(self.read_events(), list(self.sampler.samples), self.start, self.end,
-                       beam_load_counts(result), dict(extra))
+    report = RunReport(
+      self.read_events(),
+      list(self.sampler.samples),
+      self.start,
+      self.end,
+      beam_load_counts(result),
+      dict(extra),
+    )
     if close:
       self.close()
     return report

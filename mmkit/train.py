@@ -2,6 +2,7 @@
 
 Writes `<name>.pt` state dicts and `metrics.json` (accuracies) to `data/models/`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,9 @@ from mmkit.models import MODEL_ZOO, model_spec, models_dir
 EPOCHS, BATCH, LR = 60, 64, 3e-3
 
 
-def _fit(model: nn.Module, x: np.ndarray, target: np.ndarray, loss_fn: nn.Module, seed: int) -> nn.Module:
+def _fit(
+  model: nn.Module, x: np.ndarray, target: np.ndarray, loss_fn: nn.Module, seed: int
+) -> nn.Module:
   torch.manual_seed(seed)
   gen = torch.Generator().manual_seed(seed)
   x_t, y_t = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(target))
@@ -69,42 +72,57 @@ def train_all(out: Optional[Path] = None) -> dict:
   metrics: dict = {"models": {}, "cohorts": {}, "sequence": {}}
   for name, model in trained.items():
     source = name.removeprefix("specialist_") if name.startswith("specialist_") else "clean"
-    entry = {"architecture": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
-             "file_bytes": (out / f"{name}.pt").stat().st_size,
-             "sha256": hashlib.sha256((out / f"{name}.pt").read_bytes()).hexdigest()[:16],
-             "trained_on": "noisy -> clean" if name == "denoiser" else source}
+    entry = {
+      "architecture": type(model).__name__,
+      "parameters": sum(p.numel() for p in model.parameters()),
+      "file_bytes": (out / f"{name}.pt").stat().st_size,
+      "sha256": hashlib.sha256((out / f"{name}.pt").read_bytes()).hexdigest()[:16],
+      "trained_on": "noisy -> clean" if name == "denoiser" else source,
+    }
     if name != "denoiser":
       entry["test_accuracy"] = accuracy(model, *data.cohort(source, "test"))
     metrics["models"][name] = entry
   for source in data.SOURCES:
     x, y = data.cohort(source, "test")
-    metrics["cohorts"][source] = {"general": accuracy(trained["general"], x, y),
-                                  "specialist": accuracy(trained[f"specialist_{source}"], x, y)}
+    metrics["cohorts"][source] = {
+      "general": accuracy(trained["general"], x, y),
+      "specialist": accuracy(trained[f"specialist_{source}"], x, y),
+    }
   noisy_x, noisy_y = data.cohort("noisy", "test")
   with torch.no_grad():
     denoised = trained["denoiser"](torch.from_numpy(np.array(noisy_x))).numpy()
-  metrics["sequence"] = {"classifier": "ab_mlp",
-                         "noisy_without_denoiser": accuracy(trained["ab_mlp"], noisy_x, noisy_y),
-                         "noisy_with_denoiser": accuracy(trained["ab_mlp"], denoised, noisy_y)}
+  metrics["sequence"] = {
+    "classifier": "ab_mlp",
+    "noisy_without_denoiser": accuracy(trained["ab_mlp"], noisy_x, noisy_y),
+    "noisy_with_denoiser": accuracy(trained["ab_mlp"], denoised, noisy_y),
+  }
   (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
   return metrics
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m mmkit.train", description=__doc__.splitlines()[0])
-  parser.add_argument("--out", type=Path, default=None, help="folder for the state dicts (default data/models)")
+  parser = argparse.ArgumentParser(
+    prog="python -m mmkit.train", description=__doc__.splitlines()[0]
+  )
+  parser.add_argument(
+    "--out", type=Path, default=None, help="folder for the state dicts (default data/models)"
+  )
   args = parser.parse_args(argv)
   start = time.time()
   metrics = train_all(args.out)
   print(f"{'model':24} {'architecture':15} {'params':>7} {'test accuracy':>14}")
   for name, m in metrics["models"].items():
-    print(f"{name:24} {m['architecture']:15} {m['parameters']:>7} {m.get('test_accuracy', '-'):>14}")
+    print(
+      f"{name:24} {m['architecture']:15} {m['parameters']:>7} {m.get('test_accuracy', '-'):>14}"
+    )
   print("\ncohort      general  specialist")
   for source, acc in metrics["cohorts"].items():
     print(f"{source:10} {acc['general']:8.3f} {acc['specialist']:11.3f}")
   s = metrics["sequence"]
-  print(f"\nnoisy digits, ab_mlp alone: {s['noisy_without_denoiser']:.3f}; "
-        f"denoiser then ab_mlp: {s['noisy_with_denoiser']:.3f}")
+  print(
+    f"\nnoisy digits, ab_mlp alone: {s['noisy_without_denoiser']:.3f}; "
+    f"denoiser then ab_mlp: {s['noisy_with_denoiser']:.3f}"
+  )
   print(f"trained in {time.time() - start:.1f} s")
   return 0
 

@@ -1,4 +1,4 @@
-"""Ending the worker processes a run started, also when the reader presses stop (taught in 04_memory).
+"""Ending the worker processes a run started, also when the reader presses stop (04_memory).
 
 Beam's multi-processing DirectRunner runs each SDK worker in a subprocess and, on the way out
 of a run, waits for every worker to exit. A run interrupted while its workers start up never
@@ -14,6 +14,7 @@ And a third: Beam may start a worker just after the handler ended the others, an
 waits on it forever while it unwinds (measured: 1 stop in 8 in a real kernel on a busy
 machine). So until the run has unwound, the watcher ends any worker that appears.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,10 +35,12 @@ def child_pids() -> set[int]:
   return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
-def stop_worker_processes(exclude: set[int] = frozenset(), timeout: float = 5.0, kill: bool = False) -> int:
-  """Ends the child processes not in `exclude` (Beam's SDK workers, model servers); returns how many.
+def stop_worker_processes(
+  exclude: set[int] = frozenset(), timeout: float = 5.0, kill: bool = False
+) -> int:
+  """Ends the child processes not in `exclude` (SDK workers, model servers); returns how many.
 
-  `kill` skips the polite SIGTERM: an interrupted run needs its workers gone before Beam waits on them.
+  `kill` skips SIGTERM: an interrupted run needs its workers gone before Beam waits on them.
   """
   children = [p for p in psutil.Process().children(recursive=True) if p.pid not in exclude]
   # To kill, stop them all first: none is left running to print about the others' deaths
@@ -56,7 +59,7 @@ def stop_worker_processes(exclude: set[int] = frozenset(), timeout: float = 5.0,
 
 @contextmanager
 def stop_workers_on_interrupt() -> Iterator[None]:
-  """Within it, SIGINT (Jupyter's stop button, Ctrl-C) ends the worker processes started inside it, then raises.
+  """Within it, SIGINT (stop button, Ctrl-C) ends the workers started inside it, then raises.
 
   Only the main thread can take signals; elsewhere this does nothing. Beam's threads and
   loggers in this process report the deaths as errors; those reports are dropped, since they
@@ -113,8 +116,15 @@ class _InterruptWatcher:
   that was already set (asyncio's, say) are passed on to it.
   """
 
-  def __init__(self, handled: threading.Event, end_workers, every_seconds: float = 0.2, tries: int = 300):
-    self._handled, self._end_workers, self._every, self._tries = handled, end_workers, every_seconds, tries
+  def __init__(
+    self, handled: threading.Event, end_workers, every_seconds: float = 0.2, tries: int = 300
+  ):
+    self._handled, self._end_workers, self._every, self._tries = (
+      handled,
+      end_workers,
+      every_seconds,
+      tries,
+    )
     self._closed = threading.Event()
     self._read, self._write = socket.socketpair()
     self._write.setblocking(False)
@@ -167,6 +177,7 @@ def _adopt_orphans(on: bool) -> bool:
   does nothing (False) where prctl is not available.
   """
   import ctypes
+
   try:
     libc = ctypes.CDLL(None, use_errno=True)
     previous = ctypes.c_int(0)

@@ -5,6 +5,7 @@ model processes) start as `python tests/beam_findings_helpers.py MODE OUT_DIR`, 
 on PYTHONPATH (Beam's workers import these classes) and a private TMPDIR (Beam's rendezvous
 files never mix with other runs on the machine). Each prints one JSON line: what it measured.
 """
+
 from __future__ import annotations
 
 import glob
@@ -31,10 +32,14 @@ def block_scipy() -> None:
 if __name__ == "__main__" and sys.argv[1:2] == ["no_scipy"]:
   block_scipy()  # before Beam is imported: base.py imports the model manager (and scipy) once
 
-import apache_beam as beam
-from apache_beam.ml.inference.base import (KeyedModelHandler, KeyModelMapping, ModelHandler,
-                                           RunInference)
-from apache_beam.options.pipeline_options import PipelineOptions
+import apache_beam as beam  # noqa: E402 (after block_scipy)
+from apache_beam.ml.inference.base import (  # noqa: E402
+  KeyedModelHandler,
+  KeyModelMapping,
+  ModelHandler,
+  RunInference,
+)
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 MB = 2**20
 
@@ -46,6 +51,7 @@ class WhereModel:
     import resource
 
     import psutil
+
     before = psutil.Process().memory_info().rss
     # How far the current RSS is below the process's peak: a load that fits there raises no peak.
     self.headroom_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before / MB
@@ -66,12 +72,21 @@ class WhereHandler(ModelHandler):
   def load_model(self) -> WhereModel:
     model = WhereModel(self._name, self._mb)
     if self._log_dir:
-      append(self._log_dir, "loads", {"model": self._name, "pid": os.getpid(),
-                                      "grew_mb": model.grew_mb, "headroom_mb": model.headroom_mb})
+      append(
+        self._log_dir,
+        "loads",
+        {
+          "model": self._name,
+          "pid": os.getpid(),
+          "grew_mb": model.grew_mb,
+          "headroom_mb": model.headroom_mb,
+        },
+      )
     return model
 
-  def run_inference(self, batch: Sequence[Any], model: Any,
-                    inference_args: Optional[dict] = None) -> Iterable:
+  def run_inference(
+    self, batch: Sequence[Any], model: Any, inference_args: Optional[dict] = None
+  ) -> Iterable:
     return [(name, pid, os.getpid(), x) for name, pid, x in model(list(batch))]
 
 
@@ -107,8 +122,9 @@ class Record(beam.DoFn):
 
 
 def in_memory() -> PipelineOptions:
-  return PipelineOptions(runner="DirectRunner", direct_num_workers=1,
-                         direct_running_mode="in_memory")
+  return PipelineOptions(
+    runner="DirectRunner", direct_num_workers=1, direct_running_mode="in_memory"
+  )
 
 
 def distributions(result, suffix: str) -> dict:
@@ -125,30 +141,43 @@ def run_workers(out: str, per_worker: int = 4) -> dict:
   """Two worker processes each alternate keys a, b through one keyed handler with hint 1."""
   mappings = [KeyModelMapping([key], WhereHandler(key, log_dir=out)) for key in ("a", "b")]
   handler = OneByOneKeyedHandler(mappings, max_models_per_worker_hint=1)
-  options = PipelineOptions(runner="DirectRunner", direct_num_workers=2,
-                            direct_running_mode="multi_processing",
-                            default_sdk_harness_log_level="ERROR")
+  options = PipelineOptions(
+    runner="DirectRunner",
+    direct_num_workers=2,
+    direct_running_mode="multi_processing",
+    default_sdk_harness_log_level="ERROR",
+  )
   # After a GroupByKey the DirectRunner hands each of the two groups to its own worker.
   parts = [(part, ("ab"[i % 2], i)) for part in ("p0", "p1") for i in range(per_worker)]
   pipeline = beam.Pipeline(options=options)
-  _ = (pipeline | beam.Create(parts) | beam.GroupByKey()
-       | beam.FlatMap(lambda kv: sorted(kv[1], key=lambda v: v[1]))
-       | RunInference(handler) | beam.ParDo(Record(out)))
+  _ = (
+    pipeline
+    | beam.Create(parts)
+    | beam.GroupByKey()
+    | beam.FlatMap(lambda kv: sorted(kv[1], key=lambda v: v[1]))
+    | RunInference(handler)
+    | beam.ParDo(Record(out))
+  )
   result = pipeline.run()
   result.wait_until_finish()
   rows = read(out, "rows")
   loads = distributions(result, "load_model_latency_milli_secs")
-  return {"elements": len(rows), "forward_pids": sorted({r[1][1] for r in rows}),
-          "caller_pids": sorted({r[1][2] for r in rows}),
-          "load_pids": sorted({r["pid"] for r in read(out, "loads")}),
-          "beam_loads": loads.get("load_model_latency_milli_secs", (0,))[0],
-          "per_worker": per_worker, "main_pid": os.getpid()}
+  return {
+    "elements": len(rows),
+    "forward_pids": sorted({r[1][1] for r in rows}),
+    "caller_pids": sorted({r[1][2] for r in rows}),
+    "load_pids": sorted({r["pid"] for r in read(out, "loads")}),
+    "beam_loads": loads.get("load_model_latency_milli_secs", (0,))[0],
+    "per_worker": per_worker,
+    "main_pid": os.getpid(),
+  }
 
 
 def run_model_manager(out: str) -> dict:
   """A/B: two RunInference transforms with use_model_manager=True, six elements each."""
   import psutil
   from apache_beam.utils import multi_process_shared
+
   pipeline = beam.Pipeline(options=in_memory())
   data = pipeline | beam.Create(list(range(6)))
   for name in "AB":
@@ -161,20 +190,27 @@ def run_model_manager(out: str) -> dict:
   children = []
   for process in psutil.Process().children(recursive=True):
     try:  # a flushed model's process may be a zombie not yet reaped: not a model process
-      if (process.status() != psutil.STATUS_ZOMBIE
-          and "spawn_main" in " ".join(process.cmdline())):
+      if process.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(process.cmdline()):
         children.append(process)
     except psutil.Error:
       pass
   # A spawned model's tag is <RunInference tag>_<uuid4 hex>: its lock file stays.
-  spawned = [f for f in os.listdir(os.environ.get("TMPDIR", ""))
-             if re.fullmatch(r"[0-9a-f]{32}_[0-9a-f]{32}\.lock", f)]
-  return {"forward_pids": {name: sorted({r[1] for r in rows if r[0] == name}) for name in "AB"},
-          "main_pid": os.getpid(), "model_processes": sorted(p.pid for p in children),
-          "used_mb": used, "peak_mb": peak, "total_mb": total,
-          "estimates_mb": sorted(float(v) for v in manager._estimator.estimates.values()),
-          "models_spawned": len(spawned),
-          "models_held": sum(len(v) for v in manager._models.values())}
+  spawned = [
+    f
+    for f in os.listdir(os.environ.get("TMPDIR", ""))
+    if re.fullmatch(r"[0-9a-f]{32}_[0-9a-f]{32}\.lock", f)
+  ]
+  return {
+    "forward_pids": {name: sorted({r[1] for r in rows if r[0] == name}) for name in "AB"},
+    "main_pid": os.getpid(),
+    "model_processes": sorted(p.pid for p in children),
+    "used_mb": used,
+    "peak_mb": peak,
+    "total_mb": total,
+    "estimates_mb": sorted(float(v) for v in manager._estimator.estimates.values()),
+    "models_spawned": len(spawned),
+    "models_held": sum(len(v) for v in manager._models.values()),
+  }
 
 
 def run_byte_size(out: str, mb: float = 48.0) -> dict:
@@ -187,31 +223,41 @@ def run_byte_size(out: str, mb: float = 48.0) -> dict:
   result.wait_until_finish()
   found = distributions(result, "model_byte_size")
   loads = read(out, "loads")
-  return {"model_mb": mb, "grew_mb": [r["grew_mb"] for r in loads],
-          "headroom_mb": [r["headroom_mb"] for r in loads],
-          "byte_size": {k: [v[0], v[1] / MB, v[2] / MB, v[3] / MB] for k, v in found.items()}}
+  return {
+    "model_mb": mb,
+    "grew_mb": [r["grew_mb"] for r in loads],
+    "headroom_mb": [r["headroom_mb"] for r in loads],
+    "byte_size": {k: [v[0], v[1] / MB, v[2] / MB, v[3] / MB] for k, v in found.items()},
+  }
 
 
 def run_no_scipy(out: str, mb: float = 48.0) -> dict:
   """With scipy blocked before Beam's import: what base.py imported, a 48 MB model's byte size."""
   from apache_beam.ml.inference import base
+
   pipeline = beam.Pipeline(options=in_memory())
   _ = pipeline | beam.Create([1, 2]) | RunInference(WhereHandler("a", mb, out))
   result = pipeline.run()
   result.wait_until_finish()
   found = distributions(result, "model_byte_size")
-  return {"resource_is_none": base.resource is None,
-          "model_manager_is_none": base.ModelManager is None,
-          "memory_reading": base._get_current_process_memory_in_bytes(),
-          "grew_mb": [r["grew_mb"] for r in read(out, "loads")],
-          "byte_size_sum_mb": sum(v[1] for v in found.values()) / MB,
-          "byte_size_metrics": len(found)}
+  return {
+    "resource_is_none": base.resource is None,
+    "model_manager_is_none": base.ModelManager is None,
+    "memory_reading": base._get_current_process_memory_in_bytes(),
+    "grew_mb": [r["grew_mb"] for r in read(out, "loads")],
+    "byte_size_sum_mb": sum(v[1] for v in found.values()) / MB,
+    "byte_size_metrics": len(found),
+  }
 
 
 if __name__ == "__main__":
   # The `__main__` guard matters: use_model_manager starts model processes with `spawn`,
   # which re-imports the main module (without the guard each would run the pipeline again).
   mode, out_dir = sys.argv[1], sys.argv[2]
-  runs = {"workers": run_workers, "model_manager": run_model_manager, "byte_size": run_byte_size,
-          "no_scipy": run_no_scipy}
+  runs = {
+    "workers": run_workers,
+    "model_manager": run_model_manager,
+    "byte_size": run_byte_size,
+    "no_scipy": run_no_scipy,
+  }
   print(json.dumps(runs[mode](out_dir)), flush=True)

@@ -3,6 +3,7 @@
 usage: python tests/beam_findings_measure.py
 Medians of 7; on a shared machine compare the ratios measured in the same run.
 """
+
 import os
 import statistics
 import subprocess
@@ -26,8 +27,13 @@ def get_num_bytes_against_inference() -> None:
   from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
   from mmkit.models import MLPClassifier
-  handler = PytorchModelHandlerTensor(state_dict_path="unused.pt", model_class=MLPClassifier,
-                                      model_params={"hidden": 64}, device="CPU")
+
+  handler = PytorchModelHandlerTensor(
+    state_dict_path="unused.pt",
+    model_class=MLPClassifier,
+    model_params={"hidden": 64},
+    device="CPU",
+  )
   model = MLPClassifier(64).eval()
   print("batch  get_num_bytes_ms  run_inference_ms  ratio")
   for n in (32, 256, 1024):
@@ -49,9 +55,15 @@ sys.stdin.read()
 def cross_process_acquire() -> None:
   """Finding 4: what a worker that does not host the models pays per batch to reach one."""
   from apache_beam.utils.multi_process_shared import MultiProcessShared
+
   tag = f"beam_findings_measure_{os.getpid()}"
-  host = subprocess.Popen([sys.executable, "-c", HOST, tag], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  host = subprocess.Popen(
+    [sys.executable, "-c", HOST, tag],
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL,
+    text=True,
+  )
   try:
     assert host.stdout.readline().strip() == "ready"
     acquire, release = [], []
@@ -63,8 +75,10 @@ def cross_process_acquire() -> None:
       shared.release(proxy)
       acquire.append(middle - start)
       release.append(time.perf_counter() - middle)
-    print(f"cross-process acquire {statistics.median(acquire) * 1e3:.0f} ms, "
-          f"release {statistics.median(release) * 1e3:.0f} ms (medians of 7)")
+    print(
+      f"cross-process acquire {statistics.median(acquire) * 1e3:.0f} ms, "
+      f"release {statistics.median(release) * 1e3:.0f} ms (medians of 7)"
+    )
   finally:
     host.stdin.close()
     host.wait(timeout=30)

@@ -4,6 +4,7 @@ Run by tests/test_cleanup.py in a process of its own, so a hang fails a timeout 
 test session, and the SIGINT can never reach pytest itself.
 usage: python tests/interrupted_run.py RUNNER (SECONDS | workers-start)
 """
+
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from mmkit.pipelines import runner_options
 
 
 def interrupt_when(moment: str) -> None:
-  """SIGINT to this process (what Jupyter's stop button does) after some seconds, or as Beam's workers start."""
+  """SIGINT to this process (the stop button) after a few seconds, or as Beam's workers start."""
   me = psutil.Process()
   if moment == "workers-start":
     while not any(is_beam_worker(p) for p in me.children(recursive=True)):
@@ -29,7 +30,7 @@ def interrupt_when(moment: str) -> None:
 
 
 def is_beam_worker(process: psutil.Process) -> bool:
-  """A Beam SDK worker, or the shell that starts one (so the interrupt can come as early as that)."""
+  """A Beam SDK worker, or the shell that starts one (the interrupt can come that early)."""
   try:
     return "sdk_worker_main" in " ".join(process.cmdline())
   except psutil.Error:
@@ -48,6 +49,15 @@ if __name__ == "__main__":
   seconds = time.time() - started
   left = [p.pid for p in psutil.Process().children(recursive=True)]
   report = run_keyed(KeyedRun(models=3, hint=1, elements=30, stream="cycle", batch_size=3))
-  print(json.dumps({"interrupted": interrupted, "seconds": seconds, "children_left": left,
-                    "next_elements_out": report.extra["elements_out"], "next_loads": report.loads,
-                    "next_simulated_loads": report.extra["simulated_loads"]}))
+  print(
+    json.dumps(
+      {
+        "interrupted": interrupted,
+        "seconds": seconds,
+        "children_left": left,
+        "next_elements_out": report.extra["elements_out"],
+        "next_loads": report.loads,
+        "next_simulated_loads": report.extra["simulated_loads"],
+      }
+    )
+  )

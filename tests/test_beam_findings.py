@@ -4,6 +4,7 @@ Each test asserts Beam's behaviour as measured on MEASURED_ON. If a Beam upgrade
 the test fails: re-measure, then update the finding's section (and this test) together.
 Runs that need a process of their own go through tests/beam_findings_helpers.py.
 """
+
 import gc
 import json
 import os
@@ -18,8 +19,8 @@ import psutil
 import pytest
 from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, RunInference
 from apache_beam.utils import multi_process_shared
-
 from beam_findings_helpers import OneByOneKeyedHandler, WhereHandler, in_memory
+
 from mmkit.keyed import release_resident_models
 
 MEASURED_ON = "2.77.0"
@@ -28,8 +29,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def setup_module():
   if beam.__version__ != MEASURED_ON:
-    pytest.skip(f"these findings were measured on Beam {MEASURED_ON}, this is {beam.__version__}: "
-                "run them by hand, re-measure, and update docs/beam_findings.md and MEASURED_ON")
+    pytest.skip(
+      f"these findings were measured on Beam {MEASURED_ON}, this is {beam.__version__}: "
+      "run them by hand, re-measure, and update docs/beam_findings.md and MEASURED_ON"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -54,9 +57,14 @@ class HelperRun:
     path = os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, TMPDIR=self.tmp, PYTHONPATH=path)
     script = os.path.join(HERE, "beam_findings_helpers.py")
-    self.child = subprocess.Popen([sys.executable, script, mode, self.out],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=env, start_new_session=True)
+    self.child = subprocess.Popen(
+      [sys.executable, script, mode, self.out],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=env,
+      start_new_session=True,
+    )
 
   def result(self, timeout: float = 300) -> tuple[dict, list]:
     """What the run measured, and the files it left in its temp dir (Beam's, not the run's own).
@@ -73,9 +81,12 @@ class HelperRun:
     _, alive = psutil.wait_procs(_session_processes(self.child.pid), timeout=10)
     for process in alive:
       process.kill()
-    left_files = sorted(os.path.relpath(os.path.join(d, f), self.tmp)
-                        for d, _, files in os.walk(self.tmp) for f in files
-                        if not d.startswith(self.out))
+    left_files = sorted(
+      os.path.relpath(os.path.join(d, f), self.tmp)
+      for d, _, files in os.walk(self.tmp)
+      for f in files
+      if not d.startswith(self.out)
+    )
     self.close()
     assert self.child.returncode == 0, stderr[-3000:]
     assert not alive, f"processes outlived the {self.mode} run: {[p.pid for p in alive]}"
@@ -90,10 +101,10 @@ class HelperRun:
 
 # The tests that read a HelperRun, and its mode.
 HELPER_RUNS = {
-    "test_keyed_models_of_all_worker_processes_live_and_run_in_one_process": "workers",
-    "test_use_model_manager_runs_each_model_in_a_process_of_its_own": "model_manager",
-    "test_model_byte_size_is_a_difference_of_peak_rss": "byte_size",
-    "test_without_scipy_model_memory_is_reported_as_zero": "no_scipy",
+  "test_keyed_models_of_all_worker_processes_live_and_run_in_one_process": "workers",
+  "test_use_model_manager_runs_each_model_in_a_process_of_its_own": "model_manager",
+  "test_model_byte_size_is_a_difference_of_peak_rss": "byte_size",
+  "test_without_scipy_model_memory_is_reported_as_zero": "no_scipy",
 }
 
 
@@ -125,8 +136,11 @@ def _keyed(hint=None, handler=OneByOneKeyedHandler, **where):
 
 def _server_threads() -> list:
   """The threads of `multiprocessing` manager servers in this process: two per server."""
-  return [t for t in threading.enumerate()
-          if getattr(getattr(t, "_target", None), "__name__", "") in ("serve_forever", "accepter")]
+  return [
+    t
+    for t in threading.enumerate()
+    if getattr(getattr(t, "_target", None), "__name__", "") in ("serve_forever", "accepter")
+  ]
 
 
 # 1. Every keyed model load starts a proxy server that is never stopped; resident models stay.
@@ -138,8 +152,9 @@ def test_each_keyed_load_leaves_a_proxy_server_and_resident_models_stay_after_th
   pipeline.run().wait_until_finish()
   gc.collect()
   registry = multi_process_shared._process_level_singleton_manager.entries
-  resident = [tag for tag, e in registry.items()
-              if e.initialied and type(e.obj).__name__ == "WhereModel"]
+  resident = [
+    tag for tag, e in registry.items() if e.initialied and type(e.obj).__name__ == "WhereModel"
+  ]
   # 8 loads (hint 1, keys alternate), each with a server that still runs: 2 threads per load,
   # plus one server for the keyed model manager and one for the model status.
   assert len(_server_threads()) - servers_before == 2 * (8 + 2)
@@ -171,14 +186,17 @@ def test_with_no_batching_breaks_a_keyed_handler_with_several_models():
 # 3. PytorchModelHandlerTensor.get_num_bytes visits every number (of 1-d examples), one
 #    row at a time of bigger ones (and then counts 4 bytes per row); keyed handlers size twice.
 def test_pytorch_get_num_bytes_walks_every_number_and_keyed_handlers_size_each_batch_twice(
-    monkeypatch):
+  monkeypatch,
+):
   import torch
   from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
+
   handler = PytorchModelHandlerTensor(state_dict_path="unused.pt", model_class=torch.nn.Identity)
   calls = []
   element_size = torch.Tensor.element_size
-  monkeypatch.setattr(torch.Tensor, "element_size",
-                      lambda self: calls.append(1) or element_size(self))
+  monkeypatch.setattr(
+    torch.Tensor, "element_size", lambda self: calls.append(1) or element_size(self)
+  )
   assert handler.get_num_bytes([torch.zeros(64) for _ in range(32)]) == 32 * 64 * 4
   assert len(calls) == 32 * 64  # one Python call per number
   # A block: rows x 4 bytes, not 262,144.
@@ -222,13 +240,14 @@ def test_keyed_models_of_all_worker_processes_live_and_run_in_one_process(runs):
 
 def test_each_worker_adds_its_hint_to_the_shared_cap():
   from apache_beam.options.pipeline_options import PipelineOptions
-  options = PipelineOptions(runner="DirectRunner", direct_num_workers=2,
-                            direct_running_mode="multi_threading")
+
+  options = PipelineOptions(
+    runner="DirectRunner", direct_num_workers=2, direct_running_mode="multi_threading"
+  )
   pipeline = beam.Pipeline(options=options)
   parts = [(part, ("ab"[i % 2], i)) for part in ("p0", "p1") for i in range(6)]
   inference = RunInference(_keyed(hint=1))
-  _ = (pipeline | beam.Create(parts) | beam.GroupByKey() | beam.FlatMap(lambda kv: kv[1])
-       | inference)
+  _ = pipeline | beam.Create(parts) | beam.GroupByKey() | beam.FlatMap(lambda kv: kv[1]) | inference
   pipeline.run().wait_until_finish()
   entry = multi_process_shared._process_level_singleton_manager.entries[inference._model_tag + "0"]
   assert type(entry.obj).__name__ == "_ModelHandlerManager"
@@ -238,18 +257,21 @@ def test_each_worker_adds_its_hint_to_the_shared_cap():
 # 5. A key listed twice in one KeyModelMapping is rejected as if it named two models.
 def test_a_key_listed_twice_in_one_mapping_is_rejected():
   with pytest.raises(ValueError, match="key b maps to multiple model handlers"):
-    KeyedModelHandler([KeyModelMapping(["a"], WhereHandler("a")),
-                       KeyModelMapping(["b", "b"], WhereHandler("b"))])
+    KeyedModelHandler(
+      [KeyModelMapping(["a"], WhereHandler("a")), KeyModelMapping(["b", "b"], WhereHandler("b"))]
+    )
 
 
-NO_GPU = pytest.mark.skipif(shutil.which("nvidia-smi") is not None,
-                            reason="measured on a machine without nvidia-smi")
+NO_GPU = pytest.mark.skipif(
+  shutil.which("nvidia-smi") is not None, reason="measured on a machine without nvidia-smi"
+)
 
 
 # 6. use_model_manager=True without nvidia-smi: 16,000 MB, nothing used, every model 0 MB.
 @NO_GPU
 def test_model_manager_without_a_gpu_sees_16000_mb_free_and_every_model_costs_nothing():
   from apache_beam.ml.inference.model_manager import ModelManager
+
   manager = ModelManager()
   try:
     assert manager._monitor.get_stats() == (0.0, 0.0, 16000.0)
@@ -319,6 +341,7 @@ def test_per_key_metric_names_have_an_underscore_after_the_dash():
 # 10. The InteractiveRunner's result has no metrics. 11. The DaskRunner loses outputs and branches.
 def test_interactive_runner_result_has_no_metrics():
   from mmkit.pipelines import forget_interactive_pipeline, new_pipeline
+
   pipeline = new_pipeline("interactive")
   counter = beam.metrics.Metrics.counter("findings", "seen")
   _ = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: counter.inc() or x)
@@ -341,21 +364,25 @@ class _EmitsInFinishBundle(beam.DoFn):
   def finish_bundle(self):
     from apache_beam.transforms.window import GlobalWindow
     from apache_beam.utils.windowed_value import WindowedValue
+
     yield WindowedValue(("finish_bundle", 0), 0, [GlobalWindow()])
 
 
 def test_dask_runner_drops_finish_bundle_outputs_and_runs_only_the_last_branch():
-  pytest.importorskip("dask.distributed",
-                      reason="needs dask: pip install 'apache-beam[dask]==2.77.0'")
+  pytest.importorskip(
+    "dask.distributed", reason="needs dask: pip install 'apache-beam[dask]==2.77.0'"
+  )
   from apache_beam.options.pipeline_options import PipelineOptions
   from apache_beam.runners.dask.dask_runner import DaskRunner
   from dask.distributed import LocalCluster
+
   seen = tempfile.mkdtemp(prefix="beam_findings_dask_")
 
   def mark(branch):
     def write(element):
       with open(os.path.join(seen, f"{branch}-{element[0]}-{element[1]}"), "w"):
         pass
+
     return write
 
   # A cluster in this process (threads, no worker processes), so nothing outlives the test.

@@ -4,6 +4,7 @@ A copy of notebooks/explorer_app.ipynb is served from a temporary folder (Jupyte
 rewrites the file it opens); screenshots go to pytest's temporary folder. CI (`.ci/run`)
 installs what this needs; elsewhere a missing piece skips it with what to install.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,11 +24,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "explorer_app.ipynb"
 CHROMIUM = shutil.which("chromium")
-_MISSING = [what for what, ok in (
-  ("chromium (apt-get install -y chromium)", CHROMIUM),
-  ("playwright, jupyterlab, voila (pip install -e '.[browser]')",
-   all(importlib.util.find_spec(m) for m in ("playwright", "jupyterlab", "voila"))),
-) if not ok]
+_MISSING = [
+  what
+  for what, ok in (
+    ("chromium (apt-get install -y chromium)", CHROMIUM),
+    (
+      "playwright, jupyterlab, voila (pip install -e '.[browser]')",
+      all(importlib.util.find_spec(m) for m in ("playwright", "jupyterlab", "voila")),
+    ),
+  )
+  if not ok
+]
 if _MISSING:
   if os.environ.get("CI"):  # CI installs both (.ci/run): there a missing piece is a failure
     raise RuntimeError(f"browser test needs: {'; '.join(_MISSING)}")
@@ -66,9 +73,12 @@ def _start(cmd: list[str], folder: Path, name: str) -> tuple[subprocess.Popen, P
   log = folder / f"{name}.log"
   env = dict(os.environ)
   # The user's JupyterLab settings and workspaces stay out of it (and are not written to).
-  for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                   ("JUPYTERLAB_SETTINGS_DIR", "settings"),
-                   ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")):
+  for var, sub in (
+    ("JUPYTER_CONFIG_DIR", "config"),
+    ("JUPYTER_RUNTIME_DIR", "runtime"),
+    ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+    ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
+  ):
     env[var] = str(folder / "jupyter" / sub)
   # No "official Jupyter news?" pop-up over the figure (nor a fetch of the news offline).
   notification = folder / "jupyter" / "settings" / "@jupyterlab" / "apputils-extension"
@@ -126,14 +136,19 @@ def _run_and_wait(page: Page, shots: Path, name: str) -> tuple[str, str]:
   page.locator("button.widget-button", has_text="Run").click()
   page.wait_for_function(  # progress: loads and elements while the run goes
     f"() => document.querySelector('{STATUS}').textContent.includes('running:')",
-    polling="raf", timeout=SLOW)
+    polling="raf",
+    timeout=SLOW,
+  )
   page.screenshot(path=shots / f"{name}-running.png")
   page.wait_for_function(
     f"""(before) => {{
       const text = document.querySelector('{STATUS}').textContent;
       return text !== before && text.includes('loads,') && !text.includes('running')
         && document.querySelector('.widget-output img') !== null;
-    }}""", arg=before, timeout=SLOW)
+    }}""",
+    arg=before,
+    timeout=SLOW,
+  )
   page.screenshot(path=shots / f"{name}-done.png")
   assert "failed" not in _status(page)
   return _status(page), _figure_src(page)
@@ -148,7 +163,8 @@ def _hint_to(page: Page, value: int) -> None:
     handle.press("ArrowRight" if value > current else "ArrowLeft")
   page.wait_for_function(
     "(v) => document.querySelector('.widget-slider .widget-readout').textContent.trim() === v",
-    arg=str(value))
+    arg=str(value),
+  )
 
 
 def _assert_clean_console(errors: list[str]) -> None:
@@ -158,9 +174,16 @@ def _assert_clean_console(errors: list[str]) -> None:
 
 def test_explorer_in_jupyterlab(served, browser):
   port, token = _free_port(), secrets.token_hex(16)
-  cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
-         "--ServerApp.ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={served}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "jupyterlab",
+    "--no-browser",
+    f"--port={port}",
+    "--ServerApp.ip=127.0.0.1",
+    f"--IdentityProvider.token={token}",
+    f"--ServerApp.root_dir={served}",
+  ]
   if os.geteuid() == 0:
     cmd.append("--allow-root")  # JupyterLab refuses root otherwise
   server, log = _start(cmd, served, "jupyterlab")
@@ -195,8 +218,15 @@ def test_explorer_in_jupyterlab(served, browser):
 
 def test_explorer_as_a_voila_page(served, browser):
   port = _free_port()
-  cmd = [sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-         str(served / NOTEBOOK)]
+  cmd = [
+    sys.executable,
+    "-m",
+    "voila",
+    "--no-browser",
+    f"--port={port}",
+    "--Voila.ip=127.0.0.1",
+    str(served / NOTEBOOK),
+  ]
   server, log = _start(cmd, served, "voila")
   errors: list[str] = []
   try:

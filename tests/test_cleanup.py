@@ -1,4 +1,5 @@
 """Repeated runs in one process, as from a notebook widget: nothing leaks that the kit can free."""
+
 import os
 import tempfile
 import threading
@@ -12,20 +13,31 @@ from mmkit.keyed import release_resident_models
 
 def test_twenty_thrashing_runs_leave_no_models_threads_files_or_memory_behind(monkeypatch):
   from apache_beam.utils import multi_process_shared
+
   run = KeyedRun(models=4, hint=1, elements=100, stream="cycle", batch_size=4)
   run_keyed(run)  # warm-up: imports, caches, the synthetic models
   # Record the tags this process registers (other processes may write to the same temp dir).
   registry = multi_process_shared._process_level_singleton_manager
   tags = []
   register = registry.register_singleton
-  monkeypatch.setattr(registry, "register_singleton",
-                      lambda constructor, tag, *a, **k: (tags.append(tag), register(constructor, tag, *a, **k))[1])
+  monkeypatch.setattr(
+    registry,
+    "register_singleton",
+    lambda constructor, tag, *a, **k: (tags.append(tag), register(constructor, tag, *a, **k))[1],
+  )
   me = psutil.Process()
-  rss_before, threads_before, fds_before = me.memory_info().rss, threading.active_count(), me.num_fds()
+  rss_before, threads_before, fds_before = (
+    me.memory_info().rss,
+    threading.active_count(),
+    me.num_fds(),
+  )
   import mmkit.tracing
+
   traces = []
   mkdtemp = tempfile.mkdtemp
-  monkeypatch.setattr(mmkit.tracing.tempfile, "mkdtemp", lambda *a, **k: traces.append(mkdtemp(*a, **k)) or traces[-1])
+  monkeypatch.setattr(
+    mmkit.tracing.tempfile, "mkdtemp", lambda *a, **k: traces.append(mkdtemp(*a, **k)) or traces[-1]
+  )
   children_before = {p.pid for p in me.children(recursive=True)}
   loads = 0
   for _ in range(20):
@@ -41,20 +53,25 @@ def test_twenty_thrashing_runs_leave_no_models_threads_files_or_memory_behind(mo
   assert len(tags) >= loads  # one per model load, at least
   left = [t for t in tags if os.path.exists(os.path.join(tempfile.gettempdir(), t + ".address"))]
   assert not left and not [t for t in tags if t in registry.entries]
-  mine = [d for d in traces if os.path.basename(d).startswith("mmkit-trace-")]  # (Beam's own dirs too)
-  assert len(mine) == 20 and not any(os.path.exists(d) for d in mine)  # each run's trace dir removed
+  mine = [
+    d for d in traces if os.path.basename(d).startswith("mmkit-trace-")
+  ]  # (Beam's own dirs too)
+  assert len(mine) == 20 and not any(
+    os.path.exists(d) for d in mine
+  )  # each run's trace dir removed
   assert {p.pid for p in me.children(recursive=True)} <= children_before
 
 
 def test_release_frees_what_a_run_left_resident():
-  import apache_beam as beam
   from mmkit.experiment import keyed_pipeline, model_handlers
   from mmkit.tracing import Tracer
+
   run = KeyedRun(models=3, hint=None, elements=30, stream="cycle", batch_size=3)
   with Tracer() as tracer:
     pipeline = keyed_pipeline(run, {k: tracer.wrap(mh, k) for k, mh in model_handlers(3).items()})
     pipeline.run().wait_until_finish()
     import gc
+
     gc.collect()
     resident_before = tracer.read_events()
     freed = release_resident_models()
@@ -65,15 +82,23 @@ def test_release_frees_what_a_run_left_resident():
 
 
 # Multiprocess: as the workers start (which used to hang the kernel) and mid-run.
-@pytest.mark.parametrize("runner,moment", [("direct", "4"), ("multiprocess", "workers-start"), ("multiprocess", "6")])
+@pytest.mark.parametrize(
+  "runner,moment", [("direct", "4"), ("multiprocess", "workers-start"), ("multiprocess", "6")]
+)
 def test_an_interrupted_run_leaves_the_kernel_usable_and_no_processes_behind(runner, moment):
   import json
   import subprocess
   import sys
+
   script = os.path.join(os.path.dirname(__file__), "interrupted_run.py")
   # A session of its own: if the run hangs, the whole group (Beam's workers too) is killed.
-  child = subprocess.Popen([sys.executable, script, runner, moment], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+  child = subprocess.Popen(
+    [sys.executable, script, runner, moment],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,
+  )
   try:
     stdout, stderr = child.communicate(timeout=120)
   except subprocess.TimeoutExpired:
@@ -85,14 +110,19 @@ def test_an_interrupted_run_leaves_the_kernel_usable_and_no_processes_behind(run
   outcome = json.loads(done.stdout.strip().splitlines()[-1])
   assert outcome["interrupted"] and outcome["children_left"] == []
   # Beam's threads fail as the workers go; the kit keeps those expected reports off the screen.
-  assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, done.stderr[-3000:]
-  assert outcome["next_elements_out"] == 30 and outcome["next_loads"] == outcome["next_simulated_loads"]
+  assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, done.stderr[
+    -3000:
+  ]
+  assert (
+    outcome["next_elements_out"] == 30 and outcome["next_loads"] == outcome["next_simulated_loads"]
+  )
 
 
 def _dead_rendezvous_files() -> set:
-  """Rendezvous files of Beam's shared objects whose server no longer answers (live ones may be another process's)."""
+  """Rendezvous files of Beam's shared objects whose server is gone (live ones are another's)."""
   import glob
   import socket
+
   dead = set()
   for path in glob.glob(os.path.join(tempfile.gettempdir(), "*.address")):
     try:
@@ -111,9 +141,12 @@ def test_runs_leave_no_rendezvous_files_or_pipeline_dirs_in_the_temp_dir(runner,
   # Multiprocess: the workers' model servers die with them and used to leave 36 files a run;
   # interactive: each run used to leave the temp dirs of the pipelines Beam derives from it.
   from mmkit.pipelines import runner_options
+
   made = []
   mkdtemp = tempfile.mkdtemp
-  monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: made.append(mkdtemp(*a, **k)) or made[-1])
+  monkeypatch.setattr(
+    tempfile, "mkdtemp", lambda *a, **k: made.append(mkdtemp(*a, **k)) or made[-1]
+  )
   run = KeyedRun(models=2, hint=1, elements=60, stream="cycle", batch_size=4, runner=runner)
   dead_before = _dead_rendezvous_files()
   report = run_keyed(run, runner_options(runner) if runner == "multiprocess" else None)

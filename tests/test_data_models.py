@@ -1,4 +1,5 @@
 """The offline data, cohorts, key streams and models."""
+
 from collections import Counter
 
 import numpy as np
@@ -24,8 +25,14 @@ def test_every_source_is_a_deterministic_distortion_of_the_same_digits():
     x, y = data.cohort(source)
     assert x.shape == clean.shape and (y == labels).all()
     assert not np.allclose(x, clean)
-    assert np.array_equal(x, data.apply_source(source, data.load_digits()[0][data.split_indices("test")],
-                                               seed=data.SOURCES.index(source) + 100))
+    assert np.array_equal(
+      x,
+      data.apply_source(
+        source,
+        data.load_digits()[0][data.split_indices("test")],
+        seed=data.SOURCES.index(source) + 100,
+      ),
+    )
 
 
 def test_unknown_names_list_the_valid_ones():
@@ -74,17 +81,23 @@ def test_training_reproduces_the_shipped_models(tmp_path):
   import json
 
   from mmkit.train import train_all
+
   threads = torch.get_num_threads()
   try:
     metrics = train_all(tmp_path)
-  finally:  # train_all pins torch to one deterministic thread; give the rest of the suite its cores back
+  finally:  # train_all pins torch to one thread; give the rest of the suite its cores back
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(False)
   shipped = json.load(open(models.models_dir() / "metrics.json"))
   for name, entry in metrics["models"].items():
     # Byte-identical on this machine (see data/README.md); other CPUs may round differently.
-    assert abs(entry.get("test_accuracy", 0) - shipped["models"][name].get("test_accuracy", 0)) <= 0.01
-  assert metrics["sequence"]["noisy_with_denoiser"] > metrics["sequence"]["noisy_without_denoiser"] + 0.05
+    assert (
+      abs(entry.get("test_accuracy", 0) - shipped["models"][name].get("test_accuracy", 0)) <= 0.01
+    )
+  assert (
+    metrics["sequence"]["noisy_with_denoiser"]
+    > metrics["sequence"]["noisy_without_denoiser"] + 0.05
+  )
 
 
 def test_models_module_names_the_same_sources_as_the_data():

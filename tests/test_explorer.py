@@ -1,11 +1,12 @@
 """The hint explorer without a browser: progress while a run goes, and the widget's Run button."""
+
 from __future__ import annotations
 
+from mmkit import data
 from mmkit.experiment import KeyedRun
 from mmkit.explorer import DEFAULTS, explore, explorer, memory_sparkline, served_before_load
-from mmkit.simulate import model_accesses, simulate_lru
-from mmkit import data
 from mmkit.pipelines import model_keys
+from mmkit.simulate import model_accesses, simulate_lru
 
 SMALL = dict(elements=128, batch_size=32, model_mb=8.0)
 

@@ -1,4 +1,5 @@
 """The fast recipe gives the same predictions as the plain per-element pipeline, row for row."""
+
 import apache_beam as beam
 import pytest
 import torch
@@ -14,10 +15,19 @@ N, BLOCK = 2500, 512  # the last block is short on purpose
 
 def _plain_labels(p, rows, model_path):
   """Row index -> predicted label, the way most examples write it (one element per row)."""
-  return (p | "PlainRows" >> beam.Create([(i, rows.block(i, i + 1)[0]) for i in range(N)])
-          | "Plain" >> RunInference(KeyedModelHandler(PytorchModelHandlerTensor(
-              state_dict_path=model_path, model_class=BenchMLP, model_params={}, device="CPU")))
-          | "PlainLabels" >> beam.MapTuple(lambda i, r: (i, int(r.inference.argmax()))))
+  return (
+    p
+    | "PlainRows" >> beam.Create([(i, rows.block(i, i + 1)[0]) for i in range(N)])
+    | "Plain"
+    >> RunInference(
+      KeyedModelHandler(
+        PytorchModelHandlerTensor(
+          state_dict_path=model_path, model_class=BenchMLP, model_params={}, device="CPU"
+        )
+      )
+    )
+    | "PlainLabels" >> beam.MapTuple(lambda i, r: (i, int(r.inference.argmax())))
+  )
 
 
 def _expected(rows, model_path):
@@ -30,18 +40,22 @@ def _expected(rows, model_path):
 def test_single_model_blocks_predict_what_the_plain_pipeline_predicts():
   rows = fastpath.RowsOf("clean", N)
   path = bench_model_path(0)
-  starts = {tuple(rows.block(lo, lo + 1)[0].tolist()): lo
-            for lo, _ in fastpath.index_ranges(N, BLOCK)}
+  starts = {
+    tuple(rows.block(lo, lo + 1)[0].tolist()): lo for lo, _ in fastpath.index_ranges(N, BLOCK)
+  }
 
   def per_row(result):
     start = starts[tuple(result.example[0].tolist())]
     return [(start + j, int(label)) for j, label in enumerate(result.inference.argmax(1))]
 
   with beam.Pipeline() as p:
-    fast = (p | "Ranges" >> beam.Create(fastpath.index_ranges(N, BLOCK))
-            | beam.ParDo(fastpath.BuildBlock(rows))
-            | RunInference(fastpath.block_handler(path, BenchMLP))
-            | beam.FlatMap(per_row))
+    fast = (
+      p
+      | "Ranges" >> beam.Create(fastpath.index_ranges(N, BLOCK))
+      | beam.ParDo(fastpath.BuildBlock(rows))
+      | RunInference(fastpath.block_handler(path, BenchMLP))
+      | beam.FlatMap(per_row)
+    )
     plain = _plain_labels(p, rows, path)
     # The same (row, label) pairs, and both equal to the model run directly.
     expected = list(enumerate(_expected(rows, path)))
@@ -52,11 +66,13 @@ def test_single_model_blocks_predict_what_the_plain_pipeline_predicts():
 # 5 blocks of 3 keys, round robin (k0 k1 k2 k0 k1): one batch holding every key (the
 # handler serves k0, k1, k2 in turn: 3 loads with hint=1), batches of 2 and a short last one,
 # one block per batch (with hint=1: a load per block), and Beam's cross-process manager.
-@pytest.mark.parametrize("blocks_per_batch, hint, share, loads", [
-    (32, 1, False, 3), (2, None, False, 3), (1, 1, False, 5), (1, None, False, 3),
-    (32, 1, True, 3)])
+@pytest.mark.parametrize(
+  "blocks_per_batch, hint, share, loads",
+  [(32, 1, False, 3), (2, None, False, 3), (1, 1, False, 5), (1, None, False, 3), (32, 1, True, 3)],
+)
 def test_keyed_blocks_are_served_by_their_keys_model(blocks_per_batch, hint, share, loads):
   from mmkit.tracing import beam_load_counts
+
   rows = fastpath.RowsOf("random", N)
   paths = {f"k{i}": bench_model_path(i) for i in range(3)}
   ranges = fastpath.index_ranges(N, BLOCK)
@@ -68,9 +84,9 @@ def test_keyed_blocks_are_served_by_their_keys_model(blocks_per_batch, hint, sha
     with torch.no_grad():
       expected.append((key, lo, paths[key], model.eval()(rows.block(lo, hi)).argmax(1).tolist()))
   first_rows = {tuple(rows.block(lo, lo + 1)[0].tolist()): lo for lo, _ in ranges}
-  handler = fastpath.keyed_block_handler(paths, BenchMLP, hint=hint,
-                                         blocks_per_batch=blocks_per_batch,
-                                         share_across_processes=share)
+  handler = fastpath.keyed_block_handler(
+    paths, BenchMLP, hint=hint, blocks_per_batch=blocks_per_batch, share_across_processes=share
+  )
   assert handler.share_model_across_processes() is share
 
   def served(key, result):
@@ -78,9 +94,13 @@ def test_keyed_blocks_are_served_by_their_keys_model(blocks_per_batch, hint, sha
     return key, first_row, result.model_id, result.inference.argmax(1).tolist()
 
   p = beam.Pipeline()
-  out = (p | beam.Create(elements, reshuffle=False)
-         | beam.ParDo(fastpath.BuildBlock(rows, keyed=True)) | RunInference(handler)
-         | beam.MapTuple(served))
+  out = (
+    p
+    | beam.Create(elements, reshuffle=False)
+    | beam.ParDo(fastpath.BuildBlock(rows, keyed=True))
+    | RunInference(handler)
+    | beam.MapTuple(served)
+  )
   assert_that(out, equal_to(expected))
   result = p.run()
   result.wait_until_finish()
@@ -105,13 +125,16 @@ def test_ranges_cover_every_row_once():
     fastpath.index_ranges(5, 0)
 
 
-@pytest.mark.parametrize("flag, value",
-                         [("--elements", "0"), ("--repeats", "0"), ("--threads", "0")])
+@pytest.mark.parametrize(
+  "flag, value", [("--elements", "0"), ("--repeats", "0"), ("--threads", "0")]
+)
 def test_bench_refuses_bad_arguments_in_one_line(flag, value):
   import subprocess
   import sys
-  proc = subprocess.run([sys.executable, "-m", "mmkit", "bench", flag, value], capture_output=True,
-                        text=True)
+
+  proc = subprocess.run(
+    [sys.executable, "-m", "mmkit", "bench", flag, value], capture_output=True, text=True
+  )
   assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and flag in proc.stderr
 
 
@@ -119,10 +142,16 @@ def test_bench_rows_compare_each_method_with_raw_torch():
   from statistics import median
 
   from mmkit.benchmark import run_bench
+
   rows = run_bench(sizes=(2048,), example_style_max=2048, progress=False, repeats=2)
   methods = {(r["method"], r["pattern"]) for r in rows}
-  assert methods == {("raw_torch", "single"), ("kit", "single"), ("example_style", "single"),
-                     ("raw_torch", "keyed"), ("kit", "keyed")}
+  assert methods == {
+    ("raw_torch", "single"),
+    ("kit", "single"),
+    ("example_style", "single"),
+    ("raw_torch", "keyed"),
+    ("kit", "keyed"),
+  }
   for r in rows:
     # seconds keep 4 significant digits, so a run of a few ms still gives its rate
     assert r["elements_per_s"] == pytest.approx(r["elements"] / r["seconds"], rel=1e-3, abs=1)
@@ -137,6 +166,7 @@ def test_bench_rows_compare_each_method_with_raw_torch():
 
 def test_bench_runs_only_the_patterns_asked_for():
   from mmkit.benchmark import run_bench
+
   rows = run_bench(sizes=(1024,), example_style_max=0, progress=False, patterns=("single",))
   assert {(r["method"], r["pattern"]) for r in rows} == {("raw_torch", "single"), ("kit", "single")}
   with pytest.raises(ValueError, match="patterns"):

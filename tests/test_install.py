@@ -1,4 +1,5 @@
 """Installing the kit into other people's environments: Colab's cell, and a torch already there."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -33,7 +34,8 @@ def _pip_report(tmp_path: Path, installed_torch: str) -> dict:
   dist_info = purelib / f"torch-{installed_torch}.dist-info"
   dist_info.mkdir()
   (dist_info / "METADATA").write_text(
-    f"Metadata-Version: 2.1\nName: torch\nVersion: {installed_torch}\n")
+    f"Metadata-Version: 2.1\nName: torch\nVersion: {installed_torch}\n"
+  )
   (dist_info / "INSTALLER").write_text("pip\n")
   (dist_info / "RECORD").write_text("")
   # Everything else the kit needs is this suite's environment, after the venv's own
@@ -48,11 +50,29 @@ def _pip_report(tmp_path: Path, installed_torch: str) -> dict:
   env["PIP_CONFIG_FILE"] = os.devnull  # no machine-wide find-links or indexes: offline, always
   report = tmp_path / "report.json"
   result = subprocess.run(
-    [str(venv / "bin" / "python"), "-m", "pip", "install", "--dry-run", "--quiet", "--no-index",
-     "--no-build-isolation", "--disable-pip-version-check", "--report", str(report), str(src)],
-    capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-  assert result.returncode == 0, (f"pip would not install the kit next to torch "
-                                  f"{installed_torch}:\n{result.stderr[-2000:]}")
+    [
+      str(venv / "bin" / "python"),
+      "-m",
+      "pip",
+      "install",
+      "--dry-run",
+      "--quiet",
+      "--no-index",
+      "--no-build-isolation",
+      "--disable-pip-version-check",
+      "--report",
+      str(report),
+      str(src),
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=tmp_path,
+    timeout=120,
+  )
+  assert result.returncode == 0, (
+    f"pip would not install the kit next to torch {installed_torch}:\n{result.stderr[-2000:]}"
+  )
   return json.loads(report.read_text())
 
 

@@ -1,4 +1,4 @@
-"""A reader presses stop in Jupyter during a multi-process run: the kernel stops, and the next run works.
+"""A reader presses stop in Jupyter during a multi-process run: it stops; the next run works.
 
 A real kernel, interrupted the way JupyterLab's stop button does it (the kernel manager's
 `interrupt_kernel`), once as Beam's worker processes appear and once mid-run. That sends
@@ -6,6 +6,7 @@ SIGINT to the kernel's whole process group, Beam's workers included, so they end
 themselves; `tests/test_cleanup.py` covers a SIGINT to the kernel process alone (`kill -INT`),
 where the kit has to end the workers itself.
 """
+
 import queue
 import time
 
@@ -14,10 +15,14 @@ import pytest
 from interrupted_run import is_beam_worker  # tests/ is on the path: the script's own check
 from jupyter_client.manager import start_new_kernel
 
-SLOW_RUN = ("run_keyed(KeyedRun(models=4, hint=1, elements=20000, stream='cycle', batch_size=1, "
-            "runner='multiprocess'), runner_options('multiprocess'))")
-NEXT_RUN = ("report = run_keyed(KeyedRun(models=3, hint=1, elements=30, stream='cycle', batch_size=3))\n"
-            "print(report.extra['elements_out'], report.loads)")
+SLOW_RUN = (
+  "run_keyed(KeyedRun(models=4, hint=1, elements=20000, stream='cycle', batch_size=1, "
+  "runner='multiprocess'), runner_options('multiprocess'))"
+)
+NEXT_RUN = (
+  "report = run_keyed(KeyedRun(models=3, hint=1, elements=30, stream='cycle', batch_size=3))\n"
+  "print(report.extra['elements_out'], report.loads)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,7 @@ def kernel():
 
 
 def run_cell(client, code: str, timeout: float = 120) -> tuple[str, list[str]]:
-  """Runs `code`, returns (printed text, names of the errors it raised); fails if it does not finish in time."""
+  """Runs `code`, returns (printed text, names of errors raised); fails if not done in time."""
   msg_id = client.execute(code)
   printed, errors = [], []
   deadline = time.monotonic() + timeout
@@ -56,7 +61,10 @@ def interrupt_when(manager, moment: str) -> None:
   if moment == "workers-start":
     deadline = time.monotonic() + 60
     kernel = psutil.Process(manager.provisioner.process.pid)
-    while not any(is_beam_worker(p) for p in kernel.children(recursive=True)) and time.monotonic() < deadline:
+    while (
+      not any(is_beam_worker(p) for p in kernel.children(recursive=True))
+      and time.monotonic() < deadline
+    ):
       time.sleep(0.01)
   else:
     time.sleep(float(moment))
@@ -66,9 +74,13 @@ def interrupt_when(manager, moment: str) -> None:
 @pytest.mark.parametrize("moment", ["workers-start", "6"])
 def test_stop_in_a_real_kernel_ends_the_run_and_the_next_run_works(kernel, moment):
   import threading
+
   manager, client = kernel
-  run_cell(client, "from mmkit import notebook; notebook.setup()\n"  # as the notebooks start
-                   "from mmkit.experiment import KeyedRun, run_keyed\nfrom mmkit.pipelines import runner_options")
+  run_cell(
+    client,
+    "from mmkit import notebook; notebook.setup()\n"  # as the notebooks start
+    "from mmkit.experiment import KeyedRun, run_keyed\nfrom mmkit.pipelines import runner_options",
+  )
   pressing_stop = threading.Thread(target=interrupt_when, args=(manager, moment))
   pressing_stop.start()
   started = time.monotonic()
@@ -78,4 +90,7 @@ def test_stop_in_a_real_kernel_ends_the_run_and_the_next_run_works(kernel, momen
   assert time.monotonic() - started < 60  # the whole run would take minutes
   assert not psutil.Process(manager.provisioner.process.pid).children(recursive=True)
   printed, errors = run_cell(client, NEXT_RUN)
-  assert not errors and printed.split() == ["30", "30"]  # 30 served, a load per element (hint 1, cycle)
+  assert not errors and printed.split() == [
+    "30",
+    "30",
+  ]  # 30 served, a load per element (hint 1, cycle)

@@ -1,4 +1,5 @@
-"""Notebooks are committed as readers should see them: run, with outputs, no errors, clean metadata."""
+"""Notebooks are committed as readers see them: run, with outputs, no errors, clean metadata"""
+
 import glob
 import json
 import os
@@ -16,10 +17,14 @@ def test_there_is_a_notebook_per_pattern():
 def test_notebook_is_committed_with_outputs_and_no_errors(path):
   nb = json.load(open(path))
   code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-  assert code and sum(bool(c["outputs"]) for c in code) >= len(code) // 2, "commit the notebook run, with outputs"
+  assert code and sum(bool(c["outputs"]) for c in code) >= len(code) // 2, (
+    "commit the notebook run, with outputs"
+  )
   errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
   assert not errors, f"error output committed: {errors[0].get('ename')}"
-  streams = "".join("".join(o.get("text", "")) for c in code for o in c["outputs"] if o.get("name") == "stderr")
+  streams = "".join(
+    "".join(o.get("text", "")) for c in code for o in c["outputs"] if o.get("name") == "stderr"
+  )
   assert "Traceback" not in streams
 
 

@@ -1,11 +1,17 @@
 """One pipeline, any runner: the kit's builders take plain PipelineOptions."""
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions
 
 from mmkit.experiment import KeyedRun, keyed_pipeline, model_handlers
 
-DATAFLOW = dict(runner="DataflowRunner", project="my-project", region="europe-west1",
-                temp_location="gs://my-bucket/tmp", extra_packages=["dist/mmkit-0.1.0.tar.gz"])
+DATAFLOW = dict(
+  runner="DataflowRunner",
+  project="my-project",
+  region="europe-west1",
+  temp_location="gs://my-bucket/tmp",
+  extra_packages=["dist/mmkit-0.1.0.tar.gz"],
+)
 
 
 def test_the_keyed_pipeline_builds_for_dataflow_without_submitting():

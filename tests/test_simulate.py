@@ -1,10 +1,17 @@
 """The swap simulator against small hand-worked cases."""
+
 import math
 
 import pytest
 
-from mmkit.simulate import (lru_loads_by_capacity, model_accesses, optimal_loads, simulate_lru,
-                            stack_distances, working_set_sizes)
+from mmkit.simulate import (
+  lru_loads_by_capacity,
+  model_accesses,
+  optimal_loads,
+  simulate_lru,
+  stack_distances,
+  working_set_sizes,
+)
 
 
 def test_accesses_are_per_batch_first_appearance_and_follow_the_key_to_model_mapping():
@@ -70,13 +77,24 @@ def test_bad_capacity_and_batch_size_are_rejected_with_a_clear_message(bad):
     model_accesses(["a"], bad)
 
 
-@pytest.mark.parametrize("stream,hint,group", [
-    ("uniform", 2, "none"), ("zipf", 3, "none"), ("cycle", 4, "none"), ("sorted", 1, "none"),
-    ("cycle", 2, "gbk"), ("zipf", 2, "batches"), ("uniform", None, "none"),
-])
+@pytest.mark.parametrize(
+  "stream,hint,group",
+  [
+    ("uniform", 2, "none"),
+    ("zipf", 3, "none"),
+    ("cycle", 4, "none"),
+    ("sorted", 1, "none"),
+    ("cycle", 2, "gbk"),
+    ("zipf", 2, "batches"),
+    ("uniform", None, "none"),
+  ],
+)
 def test_simulation_equals_a_real_beam_run(stream, hint, group):
   from mmkit.experiment import KeyedRun, run_keyed
-  report = run_keyed(KeyedRun(models=5, hint=hint, elements=300, stream=stream, batch_size=12, group=group))
+
+  report = run_keyed(
+    KeyedRun(models=5, hint=hint, elements=300, stream=stream, batch_size=12, group=group)
+  )
   assert report.extra["elements_out"] == 300
   if group == "batches":
     # GroupIntoBatches flushes its partial batches at the end in the runner's order, which the
@@ -88,5 +106,6 @@ def test_simulation_equals_a_real_beam_run(stream, hint, group):
   # Per model too, not only in total.
   from mmkit import data
   from mmkit.pipelines import model_keys
+
   accesses = model_accesses(data.key_stream(stream, model_keys(5), 300), 12, group=group)
   assert simulate_lru(accesses, hint).loads_by_model == report.loads_by_key

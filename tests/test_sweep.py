@@ -1,4 +1,5 @@
 """The main job, `python -m mmkit sweep`, as a user runs it."""
+
 import json
 import os
 import subprocess
@@ -10,11 +11,14 @@ from mmkit.sweep import format_table, sweep, sweep_reports, write_outputs
 
 
 def _cli(*args, timeout=300):
-  return subprocess.run([sys.executable, "-m", "mmkit", "sweep", *args], capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "-m", "mmkit", "sweep", *args], capture_output=True, text=True, timeout=timeout
+  )
 
 
-@pytest.mark.parametrize("args,names", [
+@pytest.mark.parametrize(
+  "args,names",
+  [
     (["--hints", "0"], "--hints"),
     (["--models", "0"], "--models"),
     (["--elements", "-5"], "--elements"),
@@ -22,7 +26,8 @@ def _cli(*args, timeout=300):
     (["--batch-size", "0"], "--batch-size"),
     (["--models", "12"], "--model-mb"),
     (["--hints", "two"], "--hints"),
-])
+  ],
+)
 def test_bad_arguments_exit_2_with_one_line_and_no_traceback(args, names):
   proc = _cli(*args)
   assert proc.returncode == 2
@@ -32,8 +37,22 @@ def test_bad_arguments_exit_2_with_one_line_and_no_traceback(args, names):
 
 
 def test_json_rows_agree_with_beam_and_the_simulator():
-  proc = _cli("--models", "4", "--hints", "1", "2", "4", "--elements", "400", "--stream", "zipf",
-              "--batch-size", "16", "--json", "--no-progress")
+  proc = _cli(
+    "--models",
+    "4",
+    "--hints",
+    "1",
+    "2",
+    "4",
+    "--elements",
+    "400",
+    "--stream",
+    "zipf",
+    "--batch-size",
+    "16",
+    "--json",
+    "--no-progress",
+  )
   assert proc.returncode == 0, proc.stderr
   rows = json.loads(proc.stdout)
   assert [r["hint"] for r in rows] == [1, 2, 4]
@@ -48,14 +67,23 @@ def test_json_rows_agree_with_beam_and_the_simulator():
 
 
 def test_group_by_key_stops_the_swaps():
-  rows = sweep(models=4, hints=[1], elements=400, stream="cycle", batch_size=16, group="gbk", progress=False)
+  rows = sweep(
+    models=4, hints=[1], elements=400, stream="cycle", batch_size=16, group="gbk", progress=False
+  )
   assert rows[0]["loads"] == 4 and rows[0]["elements_out"] == 400
   assert rows[0]["simulated_loads"] == 4
 
 
 def test_out_writes_csv_and_pngs(tmp_path):
-  reports = sweep_reports(models=3, hints=[1, 3], elements=120, stream="cycle", batch_size=8, progress=False,
-                          isolate=False)
+  reports = sweep_reports(
+    models=3,
+    hints=[1, 3],
+    elements=120,
+    stream="cycle",
+    batch_size=8,
+    progress=False,
+    isolate=False,
+  )
   rows = [r.summary() for r in reports]
   csv, *pngs = write_outputs(reports, str(tmp_path))
   for png in pngs:
@@ -74,8 +102,21 @@ def test_spread_needs_the_multiprocess_runner():
 def test_spread_runs_show_where_keyed_models_live():
   # Beam 2.77 shares a keyed manager across the processes of a machine: one worker loads
   # every model, the other is served through a proxy, and each process adds its hint to the cap.
-  proc = _cli("--models", "4", "--hints", "1", "--elements", "96", "--batch-size", "8",
-              "--runner", "multiprocess", "--spread", "--json", "--no-progress")
+  proc = _cli(
+    "--models",
+    "4",
+    "--hints",
+    "1",
+    "--elements",
+    "96",
+    "--batch-size",
+    "8",
+    "--runner",
+    "multiprocess",
+    "--spread",
+    "--json",
+    "--no-progress",
+  )
   assert proc.returncode == 0, proc.stderr
   (row,) = json.loads(proc.stdout)
   workers = [w for w in row["workers"].values() if w["role"] == "worker"]

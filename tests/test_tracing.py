@@ -1,4 +1,5 @@
 """Tracing: loads and releases are recorded, agree with Beam's own metrics, memory is sampled."""
+
 import gc
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def test_wrap_records_load_then_release_when_model_is_freed():
 
 def test_report_removes_its_temporary_directory():
   import os
+
   tracer = Tracer()
   with tracer:
     tracer.wrap(_DoublingHandler(), key="k").load_model()
@@ -91,29 +93,37 @@ def test_fixed_batch_size_controls_swaps():
 
 def test_interactive_runner_is_traced_without_metrics():
   import apache_beam.runners.interactive.interactive_beam as ib
-  from apache_beam.ml.inference.base import RunInference
   from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
 
   from mmkit.experiment import model_handlers
   from mmkit.keyed import keyed_handler, release_resident_models
   from mmkit.pipelines import KeyedInference, keyed_examples
+
   examples = keyed_examples(["clean", "noisy", "clean", "rotated"] * 10)
   with Tracer() as tracer:
     handlers = {k: tracer.wrap(mh, k) for k, mh in model_handlers(3).items()}
     p = beam.Pipeline(InteractiveRunner())
-    preds = p | beam.Create(examples, reshuffle=False) | KeyedInference(keyed_handler(handlers, hint=1, batch_size=4))
+    preds = (
+      p
+      | beam.Create(examples, reshuffle=False)
+      | KeyedInference(keyed_handler(handlers, hint=1, batch_size=4))
+    )
     out = ib.collect(preds, n=len(examples), raw_records=True)
     release_resident_models()
   report = tracer.report(result=None)
   assert len(out) == len(examples)
   assert report.beam_loads is None
   assert report.loads >= 3 and set(report.loads_by_key) == {"clean", "noisy", "rotated"}
-  assert len(report.memory_frame()) > 0 and list(report.to_frame()["event"]).count("load") == report.loads
+  assert (
+    len(report.memory_frame()) > 0
+    and list(report.to_frame()["event"]).count("load") == report.loads
+  )
 
 
 def test_keyed_examples_draw_digits_independently_of_the_key_stream():
   from mmkit import data
   from mmkit.pipelines import keyed_examples
+
   examples = keyed_examples(data.key_stream("uniform", data.SOURCES, 4000, seed=0), seed=0)
   n_test = len(data.split_indices("test"))
   for source in ("clean", "dimmed"):
@@ -123,14 +133,18 @@ def test_keyed_examples_draw_digits_independently_of_the_key_stream():
 
 
 def test_interactive_keyed_run_counts_outputs_without_metrics():
-  report = run_keyed(KeyedRun(models=3, hint=1, elements=90, stream="cycle", batch_size=9, runner="interactive"))
+  report = run_keyed(
+    KeyedRun(models=3, hint=1, elements=90, stream="cycle", batch_size=9, runner="interactive")
+  )
   assert report.beam_loads is None
   assert report.extra["elements_out"] == 90
   assert report.loads == report.extra["simulated_loads"]
 
 
 def test_multiprocess_runs_attribute_loads_and_memory_to_each_worker():
-  report = run_keyed(KeyedRun(models=3, hint=1, elements=60, stream="cycle", batch_size=6, runner="multiprocess"))
+  report = run_keyed(
+    KeyedRun(models=3, hint=1, elements=60, stream="cycle", batch_size=6, runner="multiprocess")
+  )
   summary = report.summary()
   workers = summary["workers"]
   assert summary["elements_out"] == 60
@@ -138,6 +152,7 @@ def test_multiprocess_runs_attribute_loads_and_memory_to_each_worker():
   assert sum(w["loads"] for w in workers.values()) == report.loads
   # Loads happen in worker processes, never in the pipeline's own process.
   import os
+
   assert str(os.getpid()) not in workers and all(w["peak_rss_mb"] > 50 for w in workers.values())
 
 
@@ -166,9 +181,13 @@ def test_evicted_models_proxy_servers_run_until_the_end_unless_stopped(stop_serv
   from mmkit.experiment import model_handlers
   from mmkit.keyed import FixedBatchKeyedModelHandler, ObservedModelManager, release_resident_models
   from mmkit.pipelines import KeyedInference, keyed_examples, new_pipeline
+
   handler = FixedBatchKeyedModelHandler(
-      [KeyModelMapping([k], mh) for k, mh in model_handlers(4).items()],
-      max_models_per_worker_hint=1, batch_size=1, stop_evicted_servers=stop_servers)
+    [KeyModelMapping([k], mh) for k, mh in model_handlers(4).items()],
+    max_models_per_worker_hint=1,
+    batch_size=1,
+    stop_evicted_servers=stop_servers,
+  )
   examples = keyed_examples(data.key_stream("cycle", data.SOURCES[:4], 120))
   pipeline = new_pipeline("direct")
   _ = pipeline | beam.Create(examples, reshuffle=False) | KeyedInference(handler)
@@ -185,6 +204,7 @@ def test_evicted_models_proxy_servers_run_until_the_end_unless_stopped(stop_serv
 
 def test_memory_sampler_samples_from_its_own_process_and_leaves_none_behind():
   import psutil
+
   sampler = MemorySampler(interval=0.02).start()
   helper = sampler._child.pid
   time.sleep(0.5)

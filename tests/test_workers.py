@@ -1,4 +1,5 @@
-"""Stopping a run: the interrupt reaches the main thread even when another thread took the signal."""
+"""Stopping a run: the interrupt reaches the main thread even if another thread took the signal."""
+
 import signal
 import threading
 import time

@@ -7,6 +7,7 @@ notebook point to it (notebooks/README.md says so). Only the first markdown cell
 the first code cell and the notebook's kernelspec are rewritten; other cells and their
 outputs stay byte for byte as committed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,17 +35,22 @@ def badge(name: str) -> str:
 
 def install_cell() -> str:
   """The first code cell: installs the kit in Colab only, once; a second run does nothing."""
-  return "\n".join([
-    "# Colab only, and only when mmkit is not importable yet: a re-run, or a local kernel,",
-    "# does nothing. pip keeps Colab's torch: the kit asks for a range, not a version.",
-    "import importlib.util, os, sys",
-    "if 'google.colab' in sys.modules and importlib.util.find_spec('mmkit') is None:",
-    "    if not os.path.isdir('/content/mmkit'):",
-    f"        !git clone -q --depth 1 -b {BRANCH} https://github.com/{REPOSITORY}.git"
-    " /content/mmkit",
-    "    %pip install -q -e /content/mmkit",
-    "    sys.path.insert(0, '/content/mmkit')  # this kernel; new kernels find it installed",
-  ])
+  return "\n".join(
+    [
+      "# Colab only, and only when mmkit is not importable yet: a re-run, or a local kernel,",
+      "# does nothing. pip keeps Colab's torch: the kit asks for a range, not a version.",
+      "import importlib.util",
+      "import os",
+      "import sys",
+      "",
+      "if 'google.colab' in sys.modules and importlib.util.find_spec('mmkit') is None:",
+      "    if not os.path.isdir('/content/mmkit'):",
+      f"        !git clone -q --depth 1 -b {BRANCH} https://github.com/{REPOSITORY}.git"
+      " /content/mmkit",
+      "    %pip install -q -e /content/mmkit",
+      "    sys.path.insert(0, '/content/mmkit')  # this kernel; new kernels find it installed",
+    ]
+  )
 
 
 def update(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:

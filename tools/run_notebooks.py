@@ -5,6 +5,7 @@
 Prints each notebook's wall time and the peak memory of the kernel process tree; fails
 (exit 1) on the first cell error, leaving the notebook file untouched.
 """
+
 from __future__ import annotations
 
 import glob
@@ -61,8 +62,9 @@ def run(path: Path, timeout: int = 600) -> tuple[float, float]:
   watcher.start()
   start = time.time()
   try:
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+      nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
   finally:
     stop.set()
     watcher.join()
@@ -71,7 +73,9 @@ def run(path: Path, timeout: int = 600) -> tuple[float, float]:
 
 
 def main(argv: list[str]) -> int:
-  paths = [Path(p) for p in argv] or sorted(Path(p) for p in glob.glob(str(ROOT / "notebooks" / "*.ipynb")))
+  paths = [Path(p) for p in argv] or sorted(
+    Path(p) for p in glob.glob(str(ROOT / "notebooks" / "*.ipynb"))
+  )
   total_start, worst = time.time(), 0.0
   for path in paths:
     seconds, peak = run(path)
