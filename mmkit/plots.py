@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
   "sweep_figure",
@@ -72,45 +73,115 @@ def sweep_figure(
   return fig
 
 
-def memory_timeline_figure(report, ax=None, title: Optional[str] = None):
-  """Memory of the process tree over one run, with every model load and release marked."""
+def _resident_total(report) -> list[tuple[float, int]]:
+  """Models in memory over the run, summed over processes (from `RunReport.resident_steps`)."""
+  held, total = {}, []
+  changes = sorted((t, pid, n) for pid, steps in report.resident_steps().items() for t, n in steps)
+  for t, pid, n in changes:
+    held[pid] = n
+    total.append((t, sum(held.values())))
+  return total
+
+
+def memory_timeline_figure(
+  report,
+  ax=None,
+  title: Optional[str] = None,
+  models_ax=None,
+  model_mb: Optional[float] = None,
+):
+  """Memory above the run's start against models resident x their size; below, the models resident.
+
+  The red line is the process tree's resident memory minus its first sample, so a model's
+  size reads directly off the y axis; the dashed line is what the models alone would take.
+  On the lower panel (`models_ax`) the step line counts models resident (loads minus
+  releases) against the hint, with loads and releases as thin ticks on lanes of their own.
+  Given only `ax` (the explorer), the ticks go along the bottom of the memory panel.
+  """
   if ax is None:
-    fig, ax = plt.subplots(figsize=(7.5, 3.4))
-  else:
-    fig = ax.figure
+    fig, (ax, models_ax) = plt.subplots(
+      2, 1, figsize=(8, 4.4), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
+  fig = ax.figure
   timeline = report.memory_timeline()
+  base = timeline[0]["rss_mb"] if timeline else 0.0
   ax.plot(
     [p["t"] for p in timeline],
-    [p["rss_mb"] for p in timeline],
+    [p["rss_mb"] - base for p in timeline],
     color=MEMORY_COLOR,
     linewidth=1.2,
-    label="memory (RSS, process tree)",
+    label="memory above the start (process tree)",
   )
-  frame = report.to_frame()
-  for kind, color, marker in (("load", LOAD_COLOR, "^"), ("release", RELEASE_COLOR, "v")):
-    rows = frame[frame["event"] == kind]
-    if len(rows):
-      ax.scatter(
-        rows["t"],
-        rows["rss_mb"],
-        color=color,
-        marker=marker,
-        s=28,
-        zorder=3,
-        label=f"{kind} ({len(rows)})",
-      )
+  steps = _resident_total(report)
+  size = model_mb if model_mb is not None else report.extra.get("model_mb")
+  if size and steps:
+    ax.step(
+      [0.0] + [t for t, _ in steps],
+      [0.0] + [n * size for _, n in steps],
+      where="post",
+      color="black",
+      linestyle="--",
+      linewidth=0.9,
+      label=f"models resident x {size:g} MB",
+    )
   end = report.extra.get("pipeline_end")
-  if end:
-    ax.axvline(end - report.start, color="gray", linestyle=":", linewidth=1, label="pipeline done")
-  ax.set_xlabel("seconds since the run started")
-  ax.set_ylabel("memory (MB)")
-  ax.set_ylim(bottom=0)
-  ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
+  xlabel = "seconds since the run started" + (" (dotted: pipeline done)" if end else "")
+  for a in (ax, models_ax):
+    if end and a is not None:
+      a.axvline(end - report.start, color="gray", linestyle=":", linewidth=1)
+  ticks = {
+    kind: [e["t"] - report.start for e in report.events if e["event"] == kind]
+    for kind in ("load", "release")
+  }
   hint = report.extra.get("hint")
+  if models_ax is None:
+    low = min(ax.get_ylim()[0], -0.06 * max(ax.get_ylim()[1], 1))
+    for (kind, ts), color, y in zip(ticks.items(), (LOAD_COLOR, RELEASE_COLOR), (0.6, 0.3)):
+      ax.plot(
+        ts,
+        [low * y] * len(ts),
+        "|",
+        color=color,
+        markersize=6,
+        alpha=0.7,
+        label=f"{kind}s ({len(ts)})",
+      )
+  else:
+    if steps:
+      models_ax.step(
+        [0.0] + [t for t, _ in steps],
+        [0] + [n for _, n in steps],
+        where="post",
+        color=LOAD_COLOR,
+        label="models resident",
+      )
+    cap = hint if hint is not None else report.effective_cap
+    if cap is not None:
+      models_ax.axhline(cap, color="gray", linewidth=0.8, linestyle=":", label=f"hint ({cap})")
+    top = max([n for _, n in steps] + [cap or 0, 1])
+    for (kind, ts), color, y in zip(ticks.items(), (LOAD_COLOR, RELEASE_COLOR), (0.9, 0.5)):
+      models_ax.plot(
+        ts,
+        [top + y] * len(ts),
+        "|",
+        color=color,
+        markersize=7,
+        alpha=0.7,
+        label=f"{kind}s ({len(ts)})",
+      )
+    models_ax.set_ylim(0, top + 1.3)
+    models_ax.set_ylabel("models")
+    models_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    models_ax.set_xlabel(xlabel)
+    models_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+  if models_ax is None:
+    ax.set_xlabel(xlabel)
+  ax.set_ylabel("MB above the start")
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
   ax.set_title(
     title
     or f"hint={hint}: {report.loads} loads, {report.releases} releases, "
-    f"peak {report.peak_rss_mb:.0f} MB",
+    f"peak {report.peak_rss_mb - base:.0f} MB above the start",
     fontsize=10,
   )
   fig.tight_layout()
