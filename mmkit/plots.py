@@ -13,6 +13,8 @@ __all__ = [
   "workers_figure",
   "worker_names",
   "eviction_figure",
+  "accuracy_interval",
+  "accuracy_figure",
 ]
 
 LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR = "#1f77b4", "#d62728", "#2ca02c"
@@ -306,3 +308,38 @@ def eviction_figure(report, title: Optional[str] = None):
   mem.set_title(title or f"hint={report.extra.get('hint')}: evicted, freed, returned", fontsize=10)
   fig.tight_layout()
   return fig
+
+
+def accuracy_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+  """Wilson score interval for an accuracy of `correct` of `n` (95% by default) (01, 06)."""
+  if n == 0:
+    return 0.0, 1.0
+  p = correct / n
+  centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+  half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+  return centre - half, centre + half
+
+
+def accuracy_figure(rows: dict[str, tuple[int, int]], title: str = "Accuracy", ax=None):
+  """Accuracy per arm as bars from 0 with 95% intervals: `rows` maps a label to (correct, n).
+
+  Bars start at 0 so a gap looks as big as it is; the whiskers show how far each accuracy
+  could move at its sample size, which is what decides whether a gap means anything (01, 06).
+  """
+  if ax is None:
+    _, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.2))
+  labels = list(rows)[::-1]  # first row on top
+  values = [rows[k][0] / rows[k][1] for k in labels]
+  intervals = [accuracy_interval(*rows[k]) for k in labels]
+  errors = [
+    [v - lo for v, (lo, _) in zip(values, intervals)],
+    [hi - v for v, (_, hi) in zip(values, intervals)],
+  ]
+  ax.barh(labels, values, xerr=errors, color=LOAD_COLOR, alpha=0.8, capsize=4)
+  for y, (k, v, (lo, hi)) in enumerate(zip(labels, values, intervals)):
+    ax.text(1.02, y, f"{v:.3f}  [{lo:.3f}, {hi:.3f}]  n={rows[k][1]}", va="center", fontsize=8)
+  ax.set_xlim(0, 1)
+  ax.set_xlabel("accuracy (bars from 0; whiskers: 95% interval)")
+  ax.set_title(title, fontsize=10)
+  ax.figure.tight_layout()
+  return ax.figure
