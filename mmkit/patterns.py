@@ -34,14 +34,22 @@ __all__ = [
 ]
 
 
-def shipped_handler(name: str) -> PytorchModelHandlerTensor:
-  """Beam's PyTorch handler for a model shipped in data/models (01, 02, 03, 06)."""
+def shipped_handler(name: str, **batching) -> PytorchModelHandlerTensor:
+  """Beam's PyTorch handler for a model shipped in data/models (01, 02, 03, 06).
+
+  `batching` (min_batch_size, max_batch_size, ...) goes to Beam's handler, which hands it to
+  BatchElements: equal batch sizes make stages' per-element costs comparable (02).
+  """
   from mmkit.validate import check_state_dict
 
   cls, params = models.model_spec(name)
   check_state_dict(str(models.model_path(name)), cls, params)
   return PytorchModelHandlerTensor(
-    state_dict_path=str(models.model_path(name)), model_class=cls, model_params=params, device="CPU"
+    state_dict_path=str(models.model_path(name)),
+    model_class=cls,
+    model_params=params,
+    device="CPU",
+    **batching,
   )
 
 
