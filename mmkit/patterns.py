@@ -30,6 +30,7 @@ __all__ = [
   "predicted_label",
   "probabilities",
   "accuracy",
+  "correct_of",
   "denoised_tensor",
 ]
 
@@ -111,10 +112,15 @@ def denoised_tensor(result: PredictionResult) -> torch.Tensor:
   return result.inference.clamp(0.0, 1.0)
 
 
+def correct_of(predicted: dict, labels: Sequence[int]) -> tuple[int, int]:
+  """(correct, n) for one arm's {id: predicted label}: what an accuracy interval needs (01, 06)."""
+  return sum(int(label == labels[i]) for i, label in predicted.items()), len(predicted)
+
+
 def accuracy(predictions: Iterable[tuple[int, int]], labels: Sequence[int]) -> float:
   """Share of (id, predicted label) pairs that match `labels[id]`."""
-  pairs = list(predictions)
-  return sum(int(label == labels[i]) for i, label in pairs) / max(1, len(pairs))
+  correct, n = correct_of(dict(predictions), labels)
+  return correct / max(1, n)
 
 
 def agreement(a: dict, b: dict) -> float:
