@@ -75,3 +75,23 @@ def progress_that_clears_itself() -> None:
 
   utils.ProgressIndicator.__enter__ = enter
   utils.ProgressIndicator.__exit__ = leave
+
+
+def display_with_picture(widget, fig, dpi: int = 80) -> None:
+  """Shows `widget`, with `fig` as the picture wherever widgets cannot render (GitHub, nbconvert).
+
+  One output carries both: Jupyter renders the widget, a renderer without widget state falls
+  back to the PNG instead of the `VBox(children=...)` text (04).
+  """
+  import base64
+  import io
+
+  import matplotlib.pyplot as plt
+  from IPython.display import display
+
+  bundle = dict(widget._repr_mimebundle_())
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+  plt.close(fig)
+  bundle["image/png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+  display(bundle, raw=True)

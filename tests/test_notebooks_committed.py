@@ -58,5 +58,12 @@ def test_notebook_reads_cleanly_on_github(path):
   code = [c for c in nb["cells"] if c["cell_type"] == "code"]
   outputs = json.dumps([c["outputs"] for c in code])
   assert "Processing..." not in outputs and "<script" not in outputs
+  # A widget saved without its state shows as `VBox(children=...` text: it needs a picture
+  # beside it (mmkit.notebook.display_with_picture).
+  for c in code:
+    for out in c["outputs"]:
+      text = "".join(out.get("data", {}).get("text/plain", ""))
+      if text.startswith(("VBox(", "HBox(")):
+        assert "image/png" in out["data"], f"widget without a picture: {text[:60]}"
   long = [line for c in code for line in "".join(c["source"]).splitlines() if len(line) > 100]
   assert not long, f"code lines over 100 characters: {long[:2]}"
