@@ -17,6 +17,7 @@ import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data
+from mmkit.settings import GROUPINGS, RUNNERS
 
 __all__ = [
   "RUNNERS",
@@ -32,8 +33,6 @@ __all__ = [
   "KeyedInference",
   "keyed_inference_with_dead_letters",
 ]
-
-RUNNERS = ("direct", "multiprocess", "interactive")
 
 
 def runner_options(runner: str = "direct", workers: int = 2, **extra) -> PipelineOptions:
@@ -150,9 +149,6 @@ class CountElements(beam.DoFn):
       from mmkit.tracing import record_count
 
       record_count(self._log_dir, self._name, self._seen)
-
-
-GROUPINGS = ("none", "gbk", "batches")
 
 
 def _ungroup(key_values):

@@ -15,7 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 from mmkit import data
-from mmkit.pipelines import GROUPINGS, RUNNERS
+from mmkit.settings import GROUPINGS, RUNNERS
 
 COLUMNS = [
   "hint",

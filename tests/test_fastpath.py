@@ -8,7 +8,7 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from apache_beam.testing.util import assert_that, equal_to
 
 from mmkit import fastpath
-from mmkit.benchmark import BenchMLP, bench_model_path
+from mmkit.models import BenchMLP, bench_model_path
 
 N, BLOCK = 2500, 512  # the last block is short on purpose
 
