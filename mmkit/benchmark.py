@@ -1,4 +1,4 @@
-"""`python -m mmkit bench`: raw torch, the common example style and the kit's recipe, side by side.
+"""`python -m mmkit bench`: raw torch, the example style and the kit's recipe side by side (01).
 
 Same model (64 -> 1024 -> 1024 -> 10), same inputs, elements per second and the ratio to raw
 torch; with and without pipeline start-up (the time of the same pipeline on one block).
@@ -14,6 +14,18 @@ import os
 import sys
 import time
 from typing import Optional
+
+__all__ = [
+  "BLOCK",
+  "KEYED_MODELS",
+  "raw_torch",
+  "example_style",
+  "kit",
+  "BusyMeter",
+  "run_bench",
+  "run_command",
+  "add_parser",
+]
 
 BLOCK = 1024
 KEYED_MODELS = 8

@@ -16,6 +16,7 @@ import numpy as np
 __all__ = [
   "SOURCES",
   "STREAMS",
+  "SPLITS",
   "data_dir",
   "load_digits",
   "apply_source",

@@ -33,7 +33,6 @@ __all__ = [
   "model_handlers",
   "keyed_pipeline",
   "run_keyed",
-  "run_keyed_summary",
   "predicted_loads",
 ]
 
@@ -46,16 +45,15 @@ class KeyedRun:
   hint: Optional[int] = None
   elements: int = 2000
   stream: str = "zipf"
-  model_mb: Optional[float] = (
-    None  # None: the shipped specialists; a size: synthetic models that big
-  )
+  # None: the shipped specialists; a size: synthetic models that big
+  model_mb: Optional[float] = None
   batch_size: int = 32
   runner: str = "direct"
   seed: int = 0
-  group: str = (
-    "none"  # none | gbk | batches: what reaches RunInference together (see KeyedInference)
-  )
-  spread: bool = False  # reshuffle after Create, so several worker processes share the elements
+  # none | gbk | batches: what reaches RunInference together (see KeyedInference)
+  group: str = "none"
+  # Reshuffle after Create, so several worker processes share the elements.
+  spread: bool = False
 
   def validate(self) -> "KeyedRun":
     """Raises ValueError naming the bad setting and the fix; returns self."""
@@ -132,9 +130,8 @@ def keyed_pipeline(
 def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunReport:
   """Runs the keyed pipeline once under a Tracer; the report's `extra` holds the run's settings."""
   run.validate()
-  handlers = model_handlers(
-    run.models, run.model_mb
-  )  # made before tracing: sized models are built once
+  # Made before tracing: sized models are built once.
+  handlers = model_handlers(run.models, run.model_mb)
   tracer, pipeline = Tracer(), None
   children_before = child_pids()
   try:
@@ -170,11 +167,6 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   report.extra["dead_letters"] = report.counts.get("dead_letters", 0)
   return report
-
-
-def run_keyed_summary(run: KeyedRun) -> dict:
-  """`run_keyed(run).summary()`: what a sweep's fresh process sends back (plain data)."""
-  return run_keyed(run).summary()
 
 
 def predicted_loads(run: KeyedRun) -> dict:

@@ -1,4 +1,4 @@
-"""The kit's small torch models, the shipped weights, models of a chosen size, the bench's MLP.
+"""The kit's small torch models, their shipped weights, models of a chosen size (01-06).
 
 Every model maps float32 [B, 64] digits to [B, 10] logits (the denoiser: to [B, 64]).
 Shipped weights live in `data/models/` (regenerate: `python -m mmkit.train`); synthetic
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 __all__ = [
+  "SOURCES",
   "MLPClassifier",
   "ConvClassifier",
   "Denoiser",
@@ -26,6 +27,7 @@ __all__ = [
   "model_spec",
   "model_path",
   "load_model",
+  "cache_dir",
   "sized_model_path",
   "BenchMLP",
   "bench_model_path",

@@ -31,6 +31,11 @@ __all__ = [
   "probabilities",
   "accuracy",
   "denoised_tensor",
+  "agreement",
+  "arm_table",
+  "true_label",
+  "digits_figure",
+  "keyed_metrics_frame",
 ]
 
 

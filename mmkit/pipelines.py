@@ -28,6 +28,7 @@ __all__ = [
   "model_keys",
   "keyed_examples",
   "ToKeyedTensor",
+  "ToKeyedTensorOrPass",
   "CountElements",
   "GROUPINGS",
   "KeyedInference",

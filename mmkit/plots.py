@@ -7,6 +7,9 @@ from typing import Optional, Sequence
 import matplotlib.pyplot as plt
 
 __all__ = [
+  "LOAD_COLOR",
+  "MEMORY_COLOR",
+  "RELEASE_COLOR",
   "sweep_figure",
   "memory_timeline_figure",
   "workers_figure",

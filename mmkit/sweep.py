@@ -1,4 +1,4 @@
-"""The main job: run the keyed pipeline once per hint (`python -m mmkit sweep`).
+"""The main job: run the keyed pipeline once per hint (`python -m mmkit sweep`; 04_memory).
 
 Prints a table (or `--json`: one object per run) of loads, Beam's own load count,
 releases, peak memory and time; `--out DIR` also writes `sweep.csv`, `sweep.png` (loads
@@ -16,6 +16,17 @@ from typing import Optional, Sequence
 
 from mmkit import data
 from mmkit.settings import GROUPINGS, RUNNERS
+
+__all__ = [
+  "COLUMNS",
+  "sweep_reports",
+  "sweep",
+  "format_table",
+  "write_outputs",
+  "grouped_loads",
+  "run_command",
+  "add_parser",
+]
 
 COLUMNS = [
   "hint",

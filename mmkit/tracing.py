@@ -36,11 +36,19 @@ from typing import Any, Iterable, Optional, Sequence
 import psutil
 from apache_beam.ml.inference.base import ModelHandler
 
-from mmkit.memwatch import TreeSampler
+from mmkit.memwatch import MB, TreeSampler
 
-MB = 2**20
-
-__all__ = ["TracedModelHandler", "Tracer", "RunReport", "MemorySampler", "beam_load_counts"]
+__all__ = [
+  "TracedModelHandler",
+  "Tracer",
+  "RunReport",
+  "MemorySampler",
+  "beam_load_counts",
+  "process_rss_mb",
+  "record_event",
+  "record_count",
+  "close_event_files",
+]
 
 
 _own_process: Optional[psutil.Process] = None

@@ -1,4 +1,4 @@
-"""Check a multi-model set-up before Beam runs it: clear errors, not deep tracebacks (02-04).
+"""Check a multi-model set-up before Beam runs it: clear errors, not deep tracebacks (02, 03).
 
 Every check raises `SetupError` (a ValueError) whose message names the problem and the fix.
 """

@@ -53,12 +53,10 @@ def test_twenty_thrashing_runs_leave_no_models_threads_files_or_memory_behind(mo
   assert len(tags) >= loads  # one per model load, at least
   left = [t for t in tags if os.path.exists(os.path.join(tempfile.gettempdir(), t + ".address"))]
   assert not left and not [t for t in tags if t in registry.entries]
-  mine = [
-    d for d in traces if os.path.basename(d).startswith("mmkit-trace-")
-  ]  # (Beam's own dirs too)
-  assert len(mine) == 20 and not any(
-    os.path.exists(d) for d in mine
-  )  # each run's trace dir removed
+  # (Beam's own dirs too)
+  mine = [d for d in traces if os.path.basename(d).startswith("mmkit-trace-")]
+  # Each run's trace dir removed.
+  assert len(mine) == 20 and not any(os.path.exists(d) for d in mine)
   assert {p.pid for p in me.children(recursive=True)} <= children_before
 
 
