@@ -9,7 +9,10 @@ The notebooks in `notebooks/` tell the story; each module here holds the code th
 - `settings`: the runner and grouping names a run chooses from, without Beam or torch (03, 04).
 - `patterns`: handlers, id-keyed elements and scores for A/B, sequences, keyed models and
   ensembles (01, 02, 03, 06).
-- `keyed`: a KeyedModelHandler with reproducible batching; freeing what Beam keeps (03, 04).
+- `keyed`: a KeyedModelHandler with reproducible batching, telling what Beam's manager
+  decides (03, 04).
+- `cleanup`: freeing what a Beam run leaves behind (models, their servers and files, heap
+  memory, worker processes), on every path out of a run (04).
 - `validate`: errors that name the fix before a run (02, 03).
 - `deadletter`: elements that cannot be served, kept with the reason during a run (03).
 - `pipelines`: runner options and the keyed pipeline pieces shared by notebooks

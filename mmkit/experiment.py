@@ -11,13 +11,13 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data, models
-from mmkit.keyed import keyed_handler, release_resident_models, return_freed_memory
+from mmkit.cleanup import clean_up
+from mmkit.keyed import keyed_handler
 from mmkit.pipelines import (
   GROUPINGS,
   RUNNERS,
   CountElements,
   KeyedInference,
-  forget_interactive_pipeline,
   keyed_examples,
   model_keys,
   new_pipeline,
@@ -26,7 +26,7 @@ from mmkit.pipelines import (
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer, process_rss_mb
 from mmkit.validate import check_state_dict
-from mmkit.workers import child_pids, stop_worker_processes, stop_workers_on_interrupt
+from mmkit.workers import child_pids, stop_workers_on_interrupt
 
 __all__ = [
   "KeyedRun",
@@ -142,25 +142,17 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
       result = pipeline.run()
       result.wait_until_finish()
       pipeline_end = time.time()
-      # Models still resident when the pipeline ends are freed here, so their releases count;
-      # this process's memory is read at each step (what freeing and malloc_trim give back).
-      memory = {"rss_at_end_mb": process_rss_mb()}
-      release_resident_models(trim=False)
-      memory["rss_after_free_mb"] = process_rss_mb()
-      return_freed_memory()
-      memory["rss_after_trim_mb"] = process_rss_mb()
+      # Models still resident when the pipeline ends are freed while traced, so their releases
+      # count; this process's memory is read at each step (what freeing and malloc_trim give back).
+      memory = {"rss_at_end_mb": process_rss_mb(), **clean_up(pipeline, rss=process_rss_mb)}
   except BaseException as error:
-    # Interrupted (a reader pressing stop) or failed: free what Beam holds and end its worker
-    # processes, so the next run in this kernel starts clean.
-    release_resident_models()
-    stop_worker_processes(exclude=children_before)
+    # Interrupted (a reader pressing stop) or failed: the same cleanup, and the worker
+    # processes the run started are ended, so the next run in this kernel starts clean.
+    clean_up(pipeline, workers_before=children_before)
     tracer.close()
     if isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error):
       raise KeyboardInterrupt("run interrupted") from error  # Beam wraps the interrupt: unwrap it
     raise
-  finally:
-    if run.runner == "interactive" and pipeline is not None:
-      forget_interactive_pipeline(pipeline)
   report = tracer.report(
     result, **asdict(run), **predicted_loads(run), **memory, pipeline_end=pipeline_end
   )

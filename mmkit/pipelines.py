@@ -23,7 +23,6 @@ __all__ = [
   "RUNNERS",
   "runner_options",
   "new_pipeline",
-  "forget_interactive_pipeline",
   "source_of",
   "model_keys",
   "keyed_examples",
@@ -66,26 +65,6 @@ def new_pipeline(
     interactive_environment.current_env().add_user_pipeline(pipeline)
     return pipeline
   return beam.Pipeline(options=options or runner_options(runner))
-
-
-def forget_interactive_pipeline(pipeline: beam.Pipeline) -> None:
-  """Undoes `new_pipeline("interactive")` after a run: untracks it, drops its cache and temp dirs.
-
-  Evicting alone leaves the `beam-pipeline-temp*` dirs of the pipeline and of the pipelines
-  the InteractiveRunner derived from it (Beam 2.77 removes them only when the whole
-  environment is cleared), so a notebook re-running a pipeline leaves a few dirs per run.
-  """
-  import shutil
-
-  from apache_beam.runners.interactive import interactive_environment
-
-  env = interactive_environment.current_env()
-  # No public way lists a user pipeline's derived pipelines; without it only its own dir goes.
-  derived = list(getattr(env._tracked_user_pipelines, "_user_pipelines", {}).get(pipeline, ()))
-  env.cleanup(pipeline)
-  env.evict_tracked_pipelines(pipeline)
-  for each in (pipeline, *derived):
-    shutil.rmtree(each.local_tempdir, ignore_errors=True)
 
 
 def model_keys(models: int) -> list[str]:

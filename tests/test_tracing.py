@@ -95,8 +95,9 @@ def test_interactive_runner_is_traced_without_metrics():
   import apache_beam.runners.interactive.interactive_beam as ib
   from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
 
+  from mmkit.cleanup import release_resident_models
   from mmkit.experiment import model_handlers
-  from mmkit.keyed import keyed_handler, release_resident_models
+  from mmkit.keyed import keyed_handler
   from mmkit.pipelines import KeyedInference, keyed_examples
 
   examples = keyed_examples(["clean", "noisy", "clean", "rotated"] * 10)
@@ -178,8 +179,9 @@ def test_evicted_models_proxy_servers_run_until_the_end_unless_stopped(stop_serv
   from apache_beam.ml.inference.base import KeyModelMapping
 
   from mmkit import data
+  from mmkit.cleanup import release_resident_models
   from mmkit.experiment import model_handlers
-  from mmkit.keyed import FixedBatchKeyedModelHandler, ObservedModelManager, release_resident_models
+  from mmkit.keyed import FixedBatchKeyedModelHandler, ObservedModelManager
   from mmkit.pipelines import KeyedInference, keyed_examples, new_pipeline
 
   handler = FixedBatchKeyedModelHandler(
