@@ -3,11 +3,13 @@
 The notebooks in `notebooks/` tell the story; each module here holds the code they reuse
 (the notebook that teaches it in brackets):
 
-- `data`: the offline digits, their cohorts ("sources") and key streams (03).
+- `data`: the offline digits, their cohorts ("sources"), the models' keys and key streams (03).
+- `inputs`: the elements a pipeline is fed and the DoFns that make tensors of them in the
+  worker, from one cached tensor per cohort (01, 02, 03, 06).
 - `models`: the small torch models, their shipped weights, models of a chosen size (01-06).
 - `train`: `python -m mmkit.train`, which makes the shipped weights (data/README.md).
 - `settings`: the runner and grouping names a run chooses from, without Beam or torch (03, 04).
-- `patterns`: handlers, id-keyed elements and scores for A/B, sequences, keyed models and
+- `patterns`: shipped handlers, splits and scores for A/B, sequences, keyed models and
   ensembles (01, 02, 03, 06).
 - `keyed`: a KeyedModelHandler with reproducible batching, telling what Beam's manager
   decides (03, 04).
@@ -17,8 +19,10 @@ The notebooks in `notebooks/` tell the story; each module here holds the code th
 - `deadletter`: elements that cannot be served, kept with the reason during a run (03).
 - `pipelines`: runner options and the keyed pipeline pieces shared by notebooks
   and the CLI (03, 04).
-- `tracing`, `memwatch`, `plots`: every model load, eviction and release, the memory of the process
-  tree (sampled from a process of its own), their pictures (04).
+- `tracing`, `memwatch`: every model load, eviction and release, the memory of the process
+  tree (sampled from a process of its own) (04).
+- `beam_metrics`: Beam's own keyed-model metrics, read from a pipeline result (03, 04).
+- `plots`: the kit's figures: loads and memory against the hint, memory over a run, digits (02-04).
 - `simulate`: Beam's LRU replayed without Beam, Belady's optimum, working sets (04, 05).
 - `experiment`, `explorer`, `capacity`, `workers`: one traced run, the hint widget, sizing a
   worker, and stopping a run cleanly (04).

@@ -12,17 +12,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data, models
 from mmkit.cleanup import clean_up
+from mmkit.data import model_keys, source_of
+from mmkit.inputs import keyed_examples
 from mmkit.keyed import keyed_handler
-from mmkit.pipelines import (
-  GROUPINGS,
-  RUNNERS,
-  CountElements,
-  KeyedInference,
-  keyed_examples,
-  model_keys,
-  new_pipeline,
-  source_of,
-)
+from mmkit.pipelines import CountElements, KeyedInference, new_pipeline
+from mmkit.settings import GROUPINGS, RUNNERS
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer, process_rss_mb
 from mmkit.validate import check_state_dict

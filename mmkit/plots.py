@@ -1,10 +1,11 @@
-"""The kit's pictures: swaps and memory against the hint, memory over time (taught in 04_memory)."""
+"""The kit's pictures: swaps and memory against the hint, memory over time, digits (02-04)."""
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = [
   "LOAD_COLOR",
@@ -15,6 +16,7 @@ __all__ = [
   "workers_figure",
   "worker_names",
   "eviction_figure",
+  "digits_figure",
 ]
 
 LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR = "#1f77b4", "#d62728", "#2ca02c"
@@ -236,5 +238,19 @@ def eviction_figure(report, title: Optional[str] = None):
   held.set_xlabel("seconds since the run started")
   held.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
   mem.set_title(title or f"hint={report.extra.get('hint')}: evicted, freed, returned", fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def digits_figure(rows: dict, n: int = 8):
+  """A grid of digits: one row per named [N, 64] array, `n` columns (02, 03)."""
+  fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0))
+  for r, (name, images) in enumerate(rows.items()):
+    for c in range(n):
+      ax = axes[r][c]
+      ax.imshow(np.asarray(images[c]).reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
+      ax.set_xticks([]), ax.set_yticks([])
+      ax.grid(False)
+    axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
   fig.tight_layout()
   return fig

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Optional, Sequence
 import psutil
 from apache_beam.ml.inference.base import ModelHandler
 
+from mmkit.beam_metrics import beam_load_counts
 from mmkit.memwatch import MB, TreeSampler
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
   "Tracer",
   "RunReport",
   "MemorySampler",
-  "beam_load_counts",
   "process_rss_mb",
   "record_event",
   "record_count",
@@ -301,33 +301,6 @@ class MemorySampler:
       self._child = None
     self.sample_once()
     self.samples.sort(key=lambda sample: sample["t"])
-
-
-def beam_load_counts(result: Any) -> Optional[dict]:
-  """Beam's own model-load counts from a pipeline result, or None where the runner has no metrics.
-
-  Reads the `load_model_latency_milli_secs` distributions of the `BeamML_KeyedModels`
-  namespace: the unprefixed one counts all loads, `<cohort>-_...` ones count per cohort.
-  """
-  if result is None:
-    return None
-  try:
-    from apache_beam.metrics.metric import MetricsFilter
-
-    dists = result.metrics().query(MetricsFilter().with_namespace("BeamML_KeyedModels"))[
-      "distributions"
-    ]
-  except (NotImplementedError, AttributeError):
-    return None  # InteractiveRunner results have no metrics.
-  counts: dict[str, int] = {}
-  for d in dists:
-    name = d.key.metric.name
-    if not name.endswith("load_model_latency_milli_secs"):
-      continue
-    cohort = name[: -len("load_model_latency_milli_secs")].rstrip("_").rstrip("-") or "*"
-    value = d.committed if d.committed is not None else d.attempted
-    counts[cohort] = counts.get(cohort, 0) + (value.count if value else 0)
-  return counts
 
 
 @dataclass

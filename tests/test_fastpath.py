@@ -71,7 +71,7 @@ def test_single_model_blocks_predict_what_the_plain_pipeline_predicts():
   [(32, 1, False, 3), (2, None, False, 3), (1, 1, False, 5), (1, None, False, 3), (32, 1, True, 3)],
 )
 def test_keyed_blocks_are_served_by_their_keys_model(blocks_per_batch, hint, share, loads):
-  from mmkit.tracing import beam_load_counts
+  from mmkit.beam_metrics import beam_load_counts
 
   rows = fastpath.RowsOf("random", N)
   paths = {f"k{i}": bench_model_path(i) for i in range(3)}

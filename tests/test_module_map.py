@@ -67,3 +67,32 @@ def test_all_lists_every_public_name_and_only_names_defined():
     assert exported is not None, f"{path.name} has no __all__"
     assert public <= set(exported), (path.name, sorted(public - set(exported)))
     assert set(exported) <= defined, (path.name, sorted(set(exported) - defined))
+
+
+# Modules that import no other part of the kit, so each can be copied into a project alone.
+STANDALONE = {
+  "beam_metrics",
+  "capacity",
+  "data",
+  "deadletter",
+  "memwatch",
+  "models",
+  "notebook",
+  "plots",
+  "settings",
+  "simulate",
+  "validate",
+  "workers",
+}
+
+
+def test_standalone_modules_import_nothing_else_of_the_kit():
+  for name in STANDALONE:
+    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    imported = [
+      node.module if isinstance(node, ast.ImportFrom) else alias.name
+      for node in tree.body
+      if isinstance(node, (ast.Import, ast.ImportFrom))
+      for alias in node.names
+    ]
+    assert not [m for m in imported if m and m.split(".")[0] == "mmkit"], name
