@@ -42,6 +42,14 @@ def test_element_ids_and_pairs_index_the_test_split():
   assert digit_ids("clean") == list(range(n_test)) and digit_ids("clean", 5) == [0, 1, 2, 3, 4]
   pairs = keyed_examples(["clean", "noisy"] * 50, seed=3)
   assert [k for k, _ in pairs] == ["clean", "noisy"] * 50
-  assert all(0 <= i < n_test for _, i in pairs) and pairs == keyed_examples(
-    ["clean", "noisy"] * 50, seed=3
-  )
+  assert all(0 <= i < n_test for _, i in pairs)
+  assert pairs == keyed_examples(["clean", "noisy"] * 50, seed=3)  # the same on every call
+
+
+def test_keyed_examples_draw_digits_independently_of_the_key_stream():
+  examples = keyed_examples(data.key_stream("uniform", data.SOURCES, 4000, seed=0), seed=0)
+  n_test = len(data.split_indices("test"))
+  for source in ("clean", "dimmed"):
+    indices = [i for k, i in examples if k == source]
+    # Every key sees digits from the whole test split, not one band of it.
+    assert min(indices) < n_test * 0.1 and max(indices) > n_test * 0.9
