@@ -8,7 +8,8 @@ The notebooks in `notebooks/` tell the story; each module here holds the code th
   worker, from one cached tensor per cohort (01, 02, 03, 06).
 - `models`: the small torch models, their shipped weights, models of a chosen size (01-06).
 - `train`: `python -m mmkit.train`, which makes the shipped weights (data/README.md).
-- `settings`: the runner and grouping names a run chooses from, without Beam or torch (03, 04).
+- `settings`: a run's settings as one value (`KeyedRun`): defaults, checks, runner and grouping
+  names, without Beam or torch (03, 04).
 - `patterns`: shipped handlers, splits and scores for A/B, sequences, keyed models and
   ensembles (01, 02, 03, 06).
 - `keyed`: a KeyedModelHandler with reproducible batching, telling what Beam's manager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from typing import Optional
 
 import apache_beam as beam
@@ -16,7 +15,7 @@ from mmkit.data import model_keys, source_of
 from mmkit.inputs import keyed_examples
 from mmkit.keyed import keyed_handler
 from mmkit.pipelines import CountElements, KeyedInference, new_pipeline
-from mmkit.settings import GROUPINGS, RUNNERS
+from mmkit.settings import KeyedRun
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer, process_rss_mb
 from mmkit.validate import check_state_dict
@@ -29,52 +28,6 @@ __all__ = [
   "run_keyed",
   "predicted_loads",
 ]
-
-
-@dataclass(frozen=True)
-class KeyedRun:
-  """The settings of one keyed run: how many models, the hint, the key stream, the batching."""
-
-  models: int = 8
-  hint: Optional[int] = None
-  elements: int = 2000
-  stream: str = "zipf"
-  # None: the shipped specialists; a size: synthetic models that big
-  model_mb: Optional[float] = None
-  batch_size: int = 32
-  runner: str = "direct"
-  seed: int = 0
-  # none | gbk | batches: what reaches RunInference together (see KeyedInference)
-  group: str = "none"
-  # Reshuffle after Create, so several worker processes share the elements.
-  spread: bool = False
-
-  def validate(self) -> "KeyedRun":
-    """Raises ValueError naming the bad setting and the fix; returns self."""
-
-    def positive_int(name, value):
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
-
-    positive_int("models", self.models)
-    positive_int("elements", self.elements)
-    positive_int("batch_size", self.batch_size)
-    if self.hint is not None:
-      positive_int("hint (max_models_per_worker_hint)", self.hint)
-    if self.stream not in data.STREAMS:
-      raise ValueError(f"unknown stream {self.stream!r}: use one of {', '.join(data.STREAMS)}.")
-    if self.group not in GROUPINGS:
-      raise ValueError(f"unknown group {self.group!r}: use one of {', '.join(GROUPINGS)}.")
-    if self.runner not in RUNNERS:
-      raise ValueError(f"unknown runner {self.runner!r}: use one of {', '.join(RUNNERS)}.")
-    if self.model_mb is None and self.models > len(data.SOURCES):
-      raise ValueError(
-        f"only {len(data.SOURCES)} specialist models ship with the kit; for "
-        f"models={self.models} pass model_mb (e.g. --model-mb 16) to use synthetic models."
-      )
-    if self.model_mb is not None and not self.model_mb > 0:
-      raise ValueError(f"model_mb must be > 0, got {self.model_mb!r}.")
-    return self
 
 
 def model_handlers(
@@ -122,7 +75,7 @@ def keyed_pipeline(
 
 
 def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunReport:
-  """Runs the keyed pipeline once under a Tracer; the report's `extra` holds the run's settings."""
+  """Runs the keyed pipeline once under a Tracer; the report carries `run` (`report.run`)."""
   run.validate()
   # Made before tracing: sized models are built once.
   handlers = model_handlers(run.models, run.model_mb)
@@ -148,7 +101,7 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
       raise KeyboardInterrupt("run interrupted") from error  # Beam wraps the interrupt: unwrap it
     raise
   report = tracer.report(
-    result, **asdict(run), **predicted_loads(run), **memory, pipeline_end=pipeline_end
+    result, run=run, **predicted_loads(run), **memory, pipeline_end=pipeline_end
   )
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   report.extra["dead_letters"] = report.counts.get("dead_letters", 0)

@@ -77,6 +77,11 @@ def sweep_figure(
   return fig
 
 
+def _setting(report, name: str):
+  """A setting of the run a report measured (`report.run`), None for a report without one."""
+  return getattr(report.run, name) if report.run is not None else None
+
+
 def memory_timeline_figure(report, ax=None, title: Optional[str] = None):
   """Memory of the process tree over one run, with every model load and release marked."""
   if ax is None:
@@ -111,7 +116,7 @@ def memory_timeline_figure(report, ax=None, title: Optional[str] = None):
   ax.set_ylabel("memory (MB)")
   ax.set_ylim(bottom=0)
   ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
-  hint = report.extra.get("hint")
+  hint = _setting(report, "hint")
   ax.set_title(
     title
     or f"hint={hint}: {report.loads} loads, {report.releases} releases, "
@@ -154,7 +159,7 @@ def workers_figure(report, title: Optional[str] = None):
   mem.set_ylabel("memory (RSS, MB)")
   mem.set_ylim(bottom=0)
   mem.legend(fontsize=8, loc="lower right")
-  mem.set_title(title or f"hint={report.extra.get('hint')}: memory per process", fontsize=10)
+  mem.set_title(title or f"hint={_setting(report, 'hint')}: memory per process", fontsize=10)
   kinds = [
     ("elements", "elements served / 10", 0.1),
     ("loads", "model loads", 1),
@@ -206,7 +211,7 @@ def eviction_figure(report, title: Optional[str] = None):
   for (name, line), color, style in zip(steps.items(), (LOAD_COLOR, RELEASE_COLOR), ("-", "--")):
     if line:
       held.step(*zip(*line), where="post", color=color, linestyle=style, label=name)
-  size = report.extra.get("model_mb")
+  size = _setting(report, "model_mb")
   in_memory = steps["in memory (not yet freed)"]
   if size and in_memory:  # what the models alone would take, beside what the process holds
     mem.step(
@@ -237,7 +242,7 @@ def eviction_figure(report, title: Optional[str] = None):
   held.set_ylabel("models")
   held.set_xlabel("seconds since the run started")
   held.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-  mem.set_title(title or f"hint={report.extra.get('hint')}: evicted, freed, returned", fontsize=10)
+  mem.set_title(title or f"hint={_setting(report, 'hint')}: evicted, freed, returned", fontsize=10)
   fig.tight_layout()
   return fig
 

@@ -79,7 +79,6 @@ STANDALONE = {
   "models",
   "notebook",
   "plots",
-  "settings",
   "simulate",
   "validate",
   "workers",

@@ -159,3 +159,22 @@ def test_memory_sampler_samples_from_its_own_process_and_leaves_none_behind():
   assert helper not in {s["pid"] for s in sampler.samples}  # its own memory is not the run's
   assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
   assert [s["t"] for s in sampler.samples] == sorted(s["t"] for s in sampler.samples)
+
+
+def test_a_report_carries_the_run_it_measured_and_older_code_still_finds_its_settings():
+  import pickle
+
+  from mmkit.tracing import RunReport
+
+  run = KeyedRun(hint=2, stream="cycle")
+  report = RunReport([], [], 0.0, 1.0, extra={"simulated_loads": 3, "pipeline_end": 0.5}, run=run)
+  assert report.run is run and "hint" not in report.extra
+  # Notebooks written before `report.run` read the settings from `extra`.
+  assert (report.extra["hint"], report.extra.get("stream")) == (2, "cycle")
+  assert report.extra.get("nope", "absent") == "absent"
+  summary = report.summary()
+  assert summary["hint"] == 2 and summary["simulated_loads"] == 3 and "pipeline_end" not in summary
+  assert list(summary).index("hint") < list(summary).index("simulated_loads")  # settings first
+  again = pickle.loads(pickle.dumps(report))  # as a sweep's fresh process sends it back
+  assert again.run == run and again.extra["hint"] == 2
+  assert RunReport([], [], 0.0, 1.0).summary()["loads"] == 0  # a report without a run
