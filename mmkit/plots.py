@@ -5,18 +5,17 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 __all__ = [
   "LOAD_COLOR",
   "MEMORY_COLOR",
   "RELEASE_COLOR",
+  "digits_figure",
   "sweep_figure",
   "memory_timeline_figure",
   "workers_figure",
   "worker_names",
   "eviction_figure",
-  "digits_figure",
 ]
 
 LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR = "#1f77b4", "#d62728", "#2ca02c"
@@ -77,11 +76,6 @@ def sweep_figure(
   return fig
 
 
-def _setting(report, name: str):
-  """A setting of the run a report measured (`report.run`), None for a report without one."""
-  return getattr(report.run, name) if report.run is not None else None
-
-
 def memory_timeline_figure(report, ax=None, title: Optional[str] = None):
   """Memory of the process tree over one run, with every model load and release marked."""
   if ax is None:
@@ -116,7 +110,7 @@ def memory_timeline_figure(report, ax=None, title: Optional[str] = None):
   ax.set_ylabel("memory (MB)")
   ax.set_ylim(bottom=0)
   ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
-  hint = _setting(report, "hint")
+  hint = report.extra.get("hint")
   ax.set_title(
     title
     or f"hint={hint}: {report.loads} loads, {report.releases} releases, "
@@ -135,6 +129,27 @@ def worker_names(report) -> dict[str, str]:
       n += 1
     names[pid] = f"worker {n}" if w["role"] == "worker" else w["role"]
   return names
+
+
+def _setting(report, name: str):
+  """A setting of the run a report measured (`report.run`), None for a report without one."""
+  return getattr(report.run, name) if report.run is not None else None
+
+
+def digits_figure(rows: dict, n: int = 8):
+  """A grid of digits: one row per named [N, 64] array, `n` columns (02, 03)."""
+  import numpy as np
+
+  fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0))
+  for r, (name, images) in enumerate(rows.items()):
+    for c in range(n):
+      ax = axes[r][c]
+      ax.imshow(np.asarray(images[c]).reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
+      ax.set_xticks([]), ax.set_yticks([])
+      ax.grid(False)
+    axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+  fig.tight_layout()
+  return fig
 
 
 def workers_figure(report, title: Optional[str] = None):
@@ -243,19 +258,5 @@ def eviction_figure(report, title: Optional[str] = None):
   held.set_xlabel("seconds since the run started")
   held.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
   mem.set_title(title or f"hint={_setting(report, 'hint')}: evicted, freed, returned", fontsize=10)
-  fig.tight_layout()
-  return fig
-
-
-def digits_figure(rows: dict, n: int = 8):
-  """A grid of digits: one row per named [N, 64] array, `n` columns (02, 03)."""
-  fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0))
-  for r, (name, images) in enumerate(rows.items()):
-    for c in range(n):
-      ax = axes[r][c]
-      ax.imshow(np.asarray(images[c]).reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
-      ax.set_xticks([]), ax.set_yticks([])
-      ax.grid(False)
-    axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
   fig.tight_layout()
   return fig
