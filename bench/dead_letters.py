@@ -24,8 +24,9 @@ import torch
 from apache_beam.ml.inference.base import RunInference
 
 from mmkit import data
+from mmkit.cleanup import clean_up
 from mmkit.experiment import model_handlers
-from mmkit.keyed import keyed_handler, release_resident_models
+from mmkit.keyed import keyed_handler
 from mmkit.pipelines import (
   ToKeyedTensor,
   keyed_examples,
@@ -57,7 +58,7 @@ def timed_run(examples: list, kit: bool) -> float:
     else:
       _ = keyed | beam.ParDo(ToKeyedTensor()) | RunInference(handler)
   seconds = time.perf_counter() - start
-  release_resident_models()
+  clean_up()
   return seconds
 
 

@@ -19,8 +19,9 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyModelMapping
 
 from mmkit import data
+from mmkit.cleanup import clean_up
 from mmkit.experiment import KeyedRun, model_handlers
-from mmkit.keyed import FixedBatchKeyedModelHandler, release_resident_models
+from mmkit.keyed import FixedBatchKeyedModelHandler
 from mmkit.pipelines import KeyedInference, keyed_examples, model_keys, new_pipeline
 
 
@@ -39,7 +40,7 @@ def run_once(loads: int, stop_servers: bool) -> tuple[float, int]:
   start = time.perf_counter()
   pipeline.run().wait_until_finish()
   seconds, threads = time.perf_counter() - start, threading.active_count()
-  release_resident_models()
+  clean_up()
   return seconds, threads
 
 

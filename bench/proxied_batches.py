@@ -14,8 +14,8 @@ import argparse
 import logging
 import statistics
 
+from mmkit.cleanup import clean_up
 from mmkit.experiment import KeyedRun, keyed_pipeline, model_handlers
-from mmkit.keyed import release_resident_models
 from mmkit.notebook import quiet_worker_processes
 from mmkit.pipelines import runner_options
 from mmkit.plots import worker_names
@@ -45,7 +45,7 @@ def main():
     traced = {k: tracer.wrap(mh, k, time_batches=True) for k, mh in handlers.items()}
     result = keyed_pipeline(run, traced, runner_options("multiprocess"), tracer.log_dir).run()
     result.wait_until_finish()
-    release_resident_models()
+    clean_up()
   report = tracer.report(result)
   names = worker_names(report)
   batches = report.batch_frame()

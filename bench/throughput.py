@@ -85,14 +85,15 @@ def keyed_run(
   from apache_beam.ml.inference.base import RunInference
 
   from mmkit import benchmark, fastpath
+  from mmkit.models import BenchMLP, bench_model_path
 
   rows = fastpath.RowsOf("random", n)
   keys = [f"k{i}" for i in range(benchmark.KEYED_MODELS)]
   if tiny:
     model_class, models = TinyLinear, {k: tiny_model_path(i) for i, k in enumerate(keys)}
   else:
-    model_class = benchmark.BenchMLP
-    models = {k: benchmark.bench_model_path(i) for i, k in enumerate(keys)}
+    model_class = BenchMLP
+    models = {k: bench_model_path(i) for i, k in enumerate(keys)}
   ranges = fastpath.index_ranges(n, benchmark.BLOCK)
   elements = [(keys[b % len(keys)], r) for b, r in enumerate(ranges)]
   counting = CountCalls(

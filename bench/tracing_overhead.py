@@ -18,8 +18,8 @@ import os
 import statistics
 import time
 
+from mmkit.cleanup import clean_up
 from mmkit.experiment import KeyedRun, keyed_pipeline, model_handlers
-from mmkit.keyed import release_resident_models
 from mmkit.pipelines import runner_options
 from mmkit.tracing import Tracer
 
@@ -39,7 +39,7 @@ def timed_run(run: KeyedRun, handlers: dict, traced: bool) -> tuple[float, float
       )
       result = pipeline.run()
       result.wait_until_finish()
-      release_resident_models()  # frees what Beam keeps, so every load has its release
+      clean_up()  # frees what Beam keeps, so every load has its release
     report = tracer.report(result)
     served = report.counts.get("elements_out", 0)
     if not (report.loads == report.beam_loads == report.releases and served == run.elements):
@@ -49,7 +49,7 @@ def timed_run(run: KeyedRun, handlers: dict, traced: bool) -> tuple[float, float
       )
   else:
     keyed_pipeline(run, handlers, runner_options()).run().wait_until_finish()
-    release_resident_models()
+    clean_up()
   wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
   gc.collect()
   return wall, cpu

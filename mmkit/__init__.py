@@ -3,19 +3,33 @@
 The notebooks in `notebooks/` tell the story; each module here holds the code they reuse
 (the notebook that teaches it in brackets):
 
-- `data`, `models`, `train`: the offline digits and their cohorts, the small torch models,
-  the shipped weights and synthetic models of a chosen size.
-- `patterns`: handlers, id-keyed elements and scores for A/B, sequences and ensembles (01, 02, 06).
-- `keyed`: a KeyedModelHandler with reproducible batching; freeing what Beam keeps (03, 04).
-- `validate`, `deadletter`: errors that name the fix before a run, dead letters during one (02, 03).
+- `data`: the offline digits, their cohorts ("sources"), the models' keys and key streams (03).
+- `inputs`: the elements a pipeline is fed and the DoFns that make tensors of them in the
+  worker, from one cached tensor per cohort (01, 02, 03, 06).
+- `models`: the small torch models, their shipped weights, models of a chosen size (01-06).
+- `train`: `python -m mmkit.train`, which makes the shipped weights (data/README.md).
+- `settings`: a run's settings as one value (`KeyedRun`): defaults, checks, runner and grouping
+  names, without Beam or torch (03, 04).
+- `patterns`: shipped handlers, splits and scores for A/B, sequences, keyed models and
+  ensembles (01, 02, 03, 06).
+- `keyed`: a KeyedModelHandler with reproducible batching, telling what Beam's manager
+  decides (03, 04).
+- `cleanup`: freeing what a Beam run leaves behind (models, their servers and files, heap
+  memory, worker processes), on every path out of a run (04).
+- `validate`: errors that name the fix before a run (02, 03).
+- `deadletter`: elements that cannot be served, kept with the reason during a run (03).
 - `pipelines`: runner options and the keyed pipeline pieces shared by notebooks
   and the CLI (03, 04).
-- `tracing`, `memwatch`, `plots`: every model load, eviction and release, the memory of the process
-  tree (sampled from a process of its own), their pictures (04).
+- `tracing`, `memwatch`: every model load, eviction and release, the memory of the process
+  tree (sampled from a process of its own) (04).
+- `beam_metrics`: Beam's own keyed-model metrics, read from a pipeline result (03, 04).
+- `plots`: the kit's figures: loads and memory against the hint, memory over a run, digits (02-04).
 - `simulate`: Beam's LRU replayed without Beam, Belady's optimum, working sets (04, 05).
 - `experiment`, `explorer`, `capacity`, `workers`: one traced run, the hint widget, sizing a
   worker, and stopping a run cleanly (04).
-- `sweep`, `benchmark`, `fastpath`: `python -m mmkit sweep` (the main job) and `bench` (01).
+- `sweep`: `python -m mmkit sweep`, the main job: one traced run per hint (04).
+- `benchmark`, `fastpath`: `python -m mmkit bench` and the fast way of feeding RunInference it
+  measures (01).
 - `notebook`: quiet imports and plot defaults for every notebook.
 """
 

@@ -6,6 +6,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
+__all__ = ["main"]
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   # Beam logs optional-dependency warnings at import time; a CLI user wants the table only.

@@ -1,4 +1,4 @@
-"""`python -m mmkit bench`: raw torch, the common example style and the kit's recipe, side by side.
+"""`python -m mmkit bench`: raw torch, the example style and the kit's recipe side by side (01).
 
 Same model (64 -> 1024 -> 1024 -> 10), same inputs, elements per second and the ratio to raw
 torch; with and without pipeline start-up (the time of the same pipeline on one block).
@@ -12,66 +12,34 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-from functools import lru_cache
 from typing import Optional
 
-import torch
-from torch import nn
+__all__ = [
+  "BLOCK",
+  "KEYED_MODELS",
+  "raw_torch",
+  "example_style",
+  "kit",
+  "BusyMeter",
+  "run_bench",
+  "run_command",
+  "add_parser",
+]
 
 BLOCK = 1024
 KEYED_MODELS = 8
 
 
-class BenchMLP(nn.Module):
-  """The issue's 3-layer MLP: 64 -> 1024 -> 1024 -> 10.
-
-  Its layers skip random initialisation (as `mmkit.models.SizedModel` does): every BenchMLP
-  is built to receive a state dict right away, and drawing 1.1 million random weights cost
-  more than loading them (`docs/fast_path.md`).
-  """
-
-  def __init__(self, initialize: bool = False):
-    super().__init__()
-
-    def linear(*shape):
-      return nn.Linear(*shape) if initialize else torch.nn.utils.skip_init(nn.Linear, *shape)
-
-    self.net = nn.Sequential(
-      linear(64, 1024), nn.ReLU(), linear(1024, 1024), nn.ReLU(), linear(1024, 10)
-    )
-
-  def forward(self, x):
-    return self.net(x)
-
-
-@lru_cache(maxsize=None)
-def bench_model_path(index: int = 0) -> str:
-  """State dict of BenchMLP #index (seeded), written once to the temp dir."""
-  path = os.path.join(tempfile.gettempdir(), f"mmkit-bench-mlp-{index}.pt")
-  if not os.path.exists(path):
-    torch.manual_seed(index)
-    # Write then rename: a second process asking at once never reads half a file.
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    os.close(fd)
-    torch.save(BenchMLP(initialize=True).state_dict(), tmp)
-    os.replace(tmp, path)
-  return path
-
-
-def _load(index: int = 0) -> nn.Module:
-  model = BenchMLP()
-  model.load_state_dict(torch.load(bench_model_path(index), weights_only=True))
-  return model.eval()
-
-
 def raw_torch(n: int, keyed: bool = False) -> float:
   """Seconds for a plain batched torch loop (keyed: each block through its key's model)."""
+  import torch
+
   from mmkit.fastpath import RowsOf, index_ranges
+  from mmkit.models import load_bench_model
 
   rows = RowsOf("random", n)
-  nets = [_load(i) for i in range(KEYED_MODELS if keyed else 1)]
+  nets = [load_bench_model(i) for i in range(KEYED_MODELS if keyed else 1)]
   start = time.perf_counter()
   with torch.no_grad():
     for b, (lo, hi) in enumerate(index_ranges(n, BLOCK)):
@@ -86,6 +54,7 @@ def example_style(n: int) -> float:
   from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
   from mmkit.fastpath import RowsOf
+  from mmkit.models import BenchMLP, bench_model_path
 
   rows = RowsOf("random", n).block(0, n)
   elements = [row.clone() for row in rows]
@@ -104,6 +73,7 @@ def kit(n: int, keyed: bool = False) -> float:
   from apache_beam.ml.inference.base import RunInference
 
   from mmkit import fastpath
+  from mmkit.models import BenchMLP, bench_model_path
 
   rows = fastpath.RowsOf("random", n)
   ranges = fastpath.index_ranges(n, BLOCK)
@@ -183,6 +153,7 @@ def run_bench(
   """
   if not patterns or set(patterns) - {"single", "keyed"}:
     raise ValueError(f"patterns must be among 'single', 'keyed', got {patterns!r}.")
+  import torch
   from tqdm.auto import tqdm
 
   torch.set_num_threads(threads or os.cpu_count() or 1)

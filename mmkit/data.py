@@ -16,12 +16,15 @@ import numpy as np
 __all__ = [
   "SOURCES",
   "STREAMS",
+  "SPLITS",
   "data_dir",
   "load_digits",
   "apply_source",
   "split_indices",
   "cohort",
   "key_stream",
+  "model_keys",
+  "source_of",
 ]
 
 SOURCES = ("clean", "noisy", "rotated", "inverted", "blurred", "shifted", "flipped", "dimmed")
@@ -121,3 +124,14 @@ def key_stream(kind: str, keys: Sequence[str], n: int, seed: int = 0) -> list[st
   if kind == "cycle":
     return [keys[i % len(keys)] for i in range(n)]
   raise ValueError(f"unknown stream {kind!r}: use one of {', '.join(STREAMS)}.")
+
+
+def model_keys(models: int) -> list[str]:
+  """Keys for `models` keyed models: the data sources, then `<source>-<n>` once they run out."""
+  n = len(SOURCES)
+  return [SOURCES[i % n] + ("" if i < n else f"-{i // n}") for i in range(models)]
+
+
+def source_of(key: str) -> str:
+  """The data source (cohort) whose digits a key's elements carry."""
+  return key.split("-")[0]

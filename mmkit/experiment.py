@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from typing import Optional
 
 import apache_beam as beam
@@ -11,78 +10,24 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data, models
-from mmkit.keyed import keyed_handler, release_resident_models, return_freed_memory
-from mmkit.pipelines import (
-  GROUPINGS,
-  RUNNERS,
-  CountElements,
-  KeyedInference,
-  forget_interactive_pipeline,
-  keyed_examples,
-  model_keys,
-  new_pipeline,
-  source_of,
-)
+from mmkit.cleanup import clean_up
+from mmkit.data import model_keys, source_of
+from mmkit.inputs import keyed_examples
+from mmkit.keyed import keyed_handler
+from mmkit.pipelines import CountElements, KeyedInference, new_pipeline
+from mmkit.settings import KeyedRun
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
 from mmkit.tracing import RunReport, Tracer, process_rss_mb
 from mmkit.validate import check_state_dict
-from mmkit.workers import child_pids, stop_worker_processes, stop_workers_on_interrupt
+from mmkit.workers import child_pids, stop_workers_on_interrupt
 
 __all__ = [
   "KeyedRun",
   "model_handlers",
   "keyed_pipeline",
   "run_keyed",
-  "run_keyed_summary",
   "predicted_loads",
 ]
-
-
-@dataclass(frozen=True)
-class KeyedRun:
-  """The settings of one keyed run: how many models, the hint, the key stream, the batching."""
-
-  models: int = 8
-  hint: Optional[int] = None
-  elements: int = 2000
-  stream: str = "zipf"
-  model_mb: Optional[float] = (
-    None  # None: the shipped specialists; a size: synthetic models that big
-  )
-  batch_size: int = 32
-  runner: str = "direct"
-  seed: int = 0
-  group: str = (
-    "none"  # none | gbk | batches: what reaches RunInference together (see KeyedInference)
-  )
-  spread: bool = False  # reshuffle after Create, so several worker processes share the elements
-
-  def validate(self) -> "KeyedRun":
-    """Raises ValueError naming the bad setting and the fix; returns self."""
-
-    def positive_int(name, value):
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
-
-    positive_int("models", self.models)
-    positive_int("elements", self.elements)
-    positive_int("batch_size", self.batch_size)
-    if self.hint is not None:
-      positive_int("hint (max_models_per_worker_hint)", self.hint)
-    if self.stream not in data.STREAMS:
-      raise ValueError(f"unknown stream {self.stream!r}: use one of {', '.join(data.STREAMS)}.")
-    if self.group not in GROUPINGS:
-      raise ValueError(f"unknown group {self.group!r}: use one of {', '.join(GROUPINGS)}.")
-    if self.runner not in RUNNERS:
-      raise ValueError(f"unknown runner {self.runner!r}: use one of {', '.join(RUNNERS)}.")
-    if self.model_mb is None and self.models > len(data.SOURCES):
-      raise ValueError(
-        f"only {len(data.SOURCES)} specialist models ship with the kit; for "
-        f"models={self.models} pass model_mb (e.g. --model-mb 16) to use synthetic models."
-      )
-    if self.model_mb is not None and not self.model_mb > 0:
-      raise ValueError(f"model_mb must be > 0, got {self.model_mb!r}.")
-    return self
 
 
 def model_handlers(
@@ -130,11 +75,10 @@ def keyed_pipeline(
 
 
 def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunReport:
-  """Runs the keyed pipeline once under a Tracer; the report's `extra` holds the run's settings."""
+  """Runs the keyed pipeline once under a Tracer; the report carries `run` (`report.run`)."""
   run.validate()
-  handlers = model_handlers(
-    run.models, run.model_mb
-  )  # made before tracing: sized models are built once
+  # Made before tracing: sized models are built once.
+  handlers = model_handlers(run.models, run.model_mb)
   tracer, pipeline = Tracer(), None
   children_before = child_pids()
   try:
@@ -145,36 +89,23 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
       result = pipeline.run()
       result.wait_until_finish()
       pipeline_end = time.time()
-      # Models still resident when the pipeline ends are freed here, so their releases count;
-      # this process's memory is read at each step (what freeing and malloc_trim give back).
-      memory = {"rss_at_end_mb": process_rss_mb()}
-      release_resident_models(trim=False)
-      memory["rss_after_free_mb"] = process_rss_mb()
-      return_freed_memory()
-      memory["rss_after_trim_mb"] = process_rss_mb()
+      # Models still resident when the pipeline ends are freed while traced, so their releases
+      # count; this process's memory is read at each step (what freeing and malloc_trim give back).
+      memory = {"rss_at_end_mb": process_rss_mb(), **clean_up(pipeline, rss=process_rss_mb)}
   except BaseException as error:
-    # Interrupted (a reader pressing stop) or failed: free what Beam holds and end its worker
-    # processes, so the next run in this kernel starts clean.
-    release_resident_models()
-    stop_worker_processes(exclude=children_before)
+    # Interrupted (a reader pressing stop) or failed: the same cleanup, and the worker
+    # processes the run started are ended, so the next run in this kernel starts clean.
+    clean_up(pipeline, workers_before=children_before)
     tracer.close()
     if isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error):
       raise KeyboardInterrupt("run interrupted") from error  # Beam wraps the interrupt: unwrap it
     raise
-  finally:
-    if run.runner == "interactive" and pipeline is not None:
-      forget_interactive_pipeline(pipeline)
   report = tracer.report(
-    result, **asdict(run), **predicted_loads(run), **memory, pipeline_end=pipeline_end
+    result, run=run, **predicted_loads(run), **memory, pipeline_end=pipeline_end
   )
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   report.extra["dead_letters"] = report.counts.get("dead_letters", 0)
   return report
-
-
-def run_keyed_summary(run: KeyedRun) -> dict:
-  """`run_keyed(run).summary()`: what a sweep's fresh process sends back (plain data)."""
-  return run_keyed(run).summary()
 
 
 def predicted_loads(run: KeyedRun) -> dict:

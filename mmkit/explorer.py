@@ -43,6 +43,7 @@ __all__ = [
   "RunWatcher",
   "served_before_load",
   "memory_sparkline",
+  "figure_output",
 ]
 
 # Chosen for a short click (bench/browser_click.py measures it in chromium): the in-memory

@@ -1,4 +1,4 @@
-"""Feeding RunInference fast: index ranges in, blocks built in the worker, one result per block.
+"""Feeding RunInference fast: index ranges in, blocks built in the worker, a result a block (01).
 
 The common example style, `beam.Create([tensor, ...]) | RunInference(handler)`, pickles every
 tensor and pays Beam's per-element cost once per row. The recipe here moves only `(start,

@@ -24,7 +24,7 @@ import psutil
 
 MB = 2**20
 
-__all__ = ["TreeSampler", "process_role"]
+__all__ = ["MB", "TreeSampler", "process_role", "main"]
 
 
 def process_role(proc: psutil.Process, root_pid: int) -> str:

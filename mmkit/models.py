@@ -1,4 +1,4 @@
-"""The kit's small torch models, the shipped weights, and models of a chosen size (01-06).
+"""The kit's small torch models, their shipped weights, models of a chosen size (01-06).
 
 Every model maps float32 [B, 64] digits to [B, 10] logits (the denoiser: to [B, 64]).
 Shipped weights live in `data/models/` (regenerate: `python -m mmkit.train`); synthetic
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 __all__ = [
+  "SOURCES",
   "MLPClassifier",
   "ConvClassifier",
   "Denoiser",
@@ -25,7 +27,11 @@ __all__ = [
   "model_spec",
   "model_path",
   "load_model",
+  "cache_dir",
   "sized_model_path",
+  "BenchMLP",
+  "bench_model_path",
+  "load_bench_model",
   "predict",
 ]
 
@@ -165,6 +171,49 @@ def sized_model_path(megabytes: float, index: int) -> Path:
     torch.save(state, tmp)
     os.replace(tmp, path)
   return path
+
+
+class BenchMLP(nn.Module):
+  """The bench's 3-layer MLP (`python -m mmkit bench`): 64 -> 1024 -> 1024 -> 10.
+
+  Its layers skip random initialisation (as `SizedModel` does): every BenchMLP
+  is built to receive a state dict right away, and drawing 1.1 million random weights cost
+  more than loading them (`docs/fast_path.md`).
+  """
+
+  def __init__(self, initialize: bool = False):
+    super().__init__()
+
+    def linear(*shape):
+      return nn.Linear(*shape) if initialize else torch.nn.utils.skip_init(nn.Linear, *shape)
+
+    self.net = nn.Sequential(
+      linear(64, 1024), nn.ReLU(), linear(1024, 1024), nn.ReLU(), linear(1024, 10)
+    )
+
+  def forward(self, x):
+    return self.net(x)
+
+
+@lru_cache(maxsize=None)
+def bench_model_path(index: int = 0) -> str:
+  """State dict of BenchMLP #index (seeded), written once to the temp dir (`mmkit.benchmark`)."""
+  path = os.path.join(tempfile.gettempdir(), f"mmkit-bench-mlp-{index}.pt")
+  if not os.path.exists(path):
+    torch.manual_seed(index)
+    # Write then rename: a second process asking at once never reads half a file.
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    os.close(fd)
+    torch.save(BenchMLP(initialize=True).state_dict(), tmp)
+    os.replace(tmp, path)
+  return path
+
+
+def load_bench_model(index: int = 0) -> nn.Module:
+  """BenchMLP #index with its weights, in eval mode."""
+  model = BenchMLP()
+  model.load_state_dict(torch.load(bench_model_path(index), weights_only=True))
+  return model.eval()
 
 
 @torch.no_grad()

@@ -7,6 +7,8 @@ import logging
 import os
 import warnings
 
+__all__ = ["setup", "quiet_logging", "quiet_worker_processes", "progress_that_clears_itself"]
+
 
 def quiet_logging() -> None:
   """Silences Beam's import-time warnings about optional cloud clients (sweeps too)."""

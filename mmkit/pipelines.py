@@ -2,38 +2,35 @@
 
 Every builder takes ordinary Beam `PipelineOptions`, so the same code runs on the
 InteractiveRunner in a notebook, on the DirectRunner from the CLI, or on a cluster.
-Elements travel as cheap `(key, index)` pairs and become tensors inside the pipeline:
-pickling a tensor that is a view of a bigger one would ship the whole storage.
+The elements they take are made by `mmkit.inputs`.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Optional, Sequence
+from typing import Optional
 
 import apache_beam as beam
-import numpy as np
-import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mmkit import data
+# Names defined elsewhere that notebooks 03 and 05 import from here.
+from mmkit.data import model_keys, source_of
+from mmkit.inputs import ToKeyedTensor, ToKeyedTensorOrPass, keyed_examples
+from mmkit.settings import GROUPINGS, RUNNERS
 
 __all__ = [
-  "RUNNERS",
   "runner_options",
   "new_pipeline",
-  "forget_interactive_pipeline",
-  "source_of",
-  "model_keys",
-  "keyed_examples",
-  "ToKeyedTensor",
   "CountElements",
-  "GROUPINGS",
   "KeyedInference",
   "keyed_inference_with_dead_letters",
+  "RUNNERS",
+  "GROUPINGS",
+  "model_keys",
+  "source_of",
+  "keyed_examples",
+  "ToKeyedTensor",
+  "ToKeyedTensorOrPass",
 ]
-
-RUNNERS = ("direct", "multiprocess", "interactive")
 
 
 def runner_options(runner: str = "direct", workers: int = 2, **extra) -> PipelineOptions:
@@ -68,63 +65,6 @@ def new_pipeline(
   return beam.Pipeline(options=options or runner_options(runner))
 
 
-def forget_interactive_pipeline(pipeline: beam.Pipeline) -> None:
-  """Undoes `new_pipeline("interactive")` after a run: untracks it, drops its cache and temp dirs.
-
-  Evicting alone leaves the `beam-pipeline-temp*` dirs of the pipeline and of the pipelines
-  the InteractiveRunner derived from it (Beam 2.77 removes them only when the whole
-  environment is cleared), so a notebook re-running a pipeline leaves a few dirs per run.
-  """
-  import shutil
-
-  from apache_beam.runners.interactive import interactive_environment
-
-  env = interactive_environment.current_env()
-  # No public way lists a user pipeline's derived pipelines; without it only its own dir goes.
-  derived = list(getattr(env._tracked_user_pipelines, "_user_pipelines", {}).get(pipeline, ()))
-  env.cleanup(pipeline)
-  env.evict_tracked_pipelines(pipeline)
-  for each in (pipeline, *derived):
-    shutil.rmtree(each.local_tempdir, ignore_errors=True)
-
-
-def model_keys(models: int) -> list[str]:
-  """Keys for `models` keyed models: the data sources, then `<source>-<n>` once they run out."""
-  sources = data.SOURCES
-  return [
-    sources[i % len(sources)] + ("" if i < len(sources) else f"-{i // len(sources)}")
-    for i in range(models)
-  ]
-
-
-def source_of(key: str) -> str:
-  """The data source (cohort) whose digits a key's elements carry."""
-  return key.split("-")[0]
-
-
-def keyed_examples(stream: Sequence[str], seed: int = 0) -> list[tuple[str, int]]:
-  """Pairs each key of a stream with a test-split digit index: cheap elements to `beam.Create`."""
-  n_test = len(data.split_indices("test"))
-  # A generator of its own: seeded like the key stream's, the same draws would tie each key
-  # to a narrow band of indices (key k of 8 would only ever get digits from the k-th eighth).
-  rng = np.random.default_rng((seed, 1))
-  return [(key, int(i)) for key, i in zip(stream, rng.integers(0, n_test, size=len(stream)))]
-
-
-@lru_cache(maxsize=None)
-def _cohort_tensor(source: str) -> torch.Tensor:
-  x, _ = data.cohort(source, "test")
-  return torch.tensor(x, dtype=torch.float32)  # a copy: the cached cohort arrays are read-only
-
-
-class ToKeyedTensor(beam.DoFn):
-  """(key, index) -> (key, float32 tensor [64]) of that digit seen through the key's source."""
-
-  def process(self, element):
-    key, index = element
-    yield key, _cohort_tensor(source_of(key))[index].clone()
-
-
 class CountElements(beam.DoFn):
   """Passes elements through, counting them in a Beam counter `mmkit/<name>`.
 
@@ -152,23 +92,9 @@ class CountElements(beam.DoFn):
       record_count(self._log_dir, self._name, self._seen)
 
 
-GROUPINGS = ("none", "gbk", "batches")
-
-
 def _ungroup(key_values):
   key, values = key_values
   return [(key, value) for value in values]
-
-
-class ToKeyedTensorOrPass(ToKeyedTensor):
-  """Like ToKeyedTensor, but (key, tensor) elements pass through unchanged."""
-
-  def process(self, element):
-    key, example = element
-    if isinstance(example, torch.Tensor):
-      yield element
-    else:
-      yield from super().process(element)
 
 
 def keyed_inference_with_dead_letters(

@@ -1,4 +1,4 @@
-"""The kit's pictures: swaps and memory against the hint, memory over time (taught in 04_memory)."""
+"""The kit's pictures: swaps and memory against the hint, memory over time, digits (02-04)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 __all__ = [
+  "LOAD_COLOR",
+  "MEMORY_COLOR",
+  "RELEASE_COLOR",
+  "digits_figure",
   "sweep_figure",
   "memory_timeline_figure",
   "workers_figure",
@@ -200,6 +204,27 @@ def worker_names(report) -> dict[str, str]:
   return names
 
 
+def _setting(report, name: str):
+  """A setting of the run a report measured (`report.run`), None for a report without one."""
+  return getattr(report.run, name) if report.run is not None else None
+
+
+def digits_figure(rows: dict, n: int = 8):
+  """A grid of digits: one row per named [N, 64] array, `n` columns (02, 03)."""
+  import numpy as np
+
+  fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9, len(rows) * 1.0))
+  for r, (name, images) in enumerate(rows.items()):
+    for c in range(n):
+      ax = axes[r][c]
+      ax.imshow(np.asarray(images[c]).reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
+      ax.set_xticks([]), ax.set_yticks([])
+      ax.grid(False)
+    axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+  fig.tight_layout()
+  return fig
+
+
 def workers_figure(report, title: Optional[str] = None):
   """Per process: memory over the run with its loads ticked; elements, loads and proxied batches.
 
@@ -222,7 +247,7 @@ def workers_figure(report, title: Optional[str] = None):
   mem.set_ylabel("memory (RSS, MB)")
   mem.set_ylim(bottom=0)
   mem.legend(fontsize=8, loc="lower right")
-  mem.set_title(title or f"hint={report.extra.get('hint')}: memory per process", fontsize=10)
+  mem.set_title(title or f"hint={_setting(report, 'hint')}: memory per process", fontsize=10)
   kinds = [
     ("elements", "elements served / 10", 0.1),
     ("loads", "model loads", 1),
@@ -274,7 +299,7 @@ def eviction_figure(report, title: Optional[str] = None):
   for (name, line), color, style in zip(steps.items(), (LOAD_COLOR, RELEASE_COLOR), ("-", "--")):
     if line:
       held.step(*zip(*line), where="post", color=color, linestyle=style, label=name)
-  size = report.extra.get("model_mb")
+  size = _setting(report, "model_mb")
   in_memory = steps["in memory (not yet freed)"]
   if size and in_memory:  # what the models alone would take, beside what the process holds
     mem.step(
@@ -305,7 +330,7 @@ def eviction_figure(report, title: Optional[str] = None):
   held.set_ylabel("models")
   held.set_xlabel("seconds since the run started")
   held.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-  mem.set_title(title or f"hint={report.extra.get('hint')}: evicted, freed, returned", fontsize=10)
+  mem.set_title(title or f"hint={_setting(report, 'hint')}: evicted, freed, returned", fontsize=10)
   fig.tight_layout()
   return fig
 

@@ -1,4 +1,4 @@
-"""The main job: run the keyed pipeline once per hint (`python -m mmkit sweep`).
+"""The main job: run the keyed pipeline once per hint (`python -m mmkit sweep`; 04_memory).
 
 Prints a table (or `--json`: one object per run) of loads, Beam's own load count,
 releases, peak memory and time; `--out DIR` also writes `sweep.csv`, `sweep.png` (loads
@@ -15,7 +15,19 @@ import sys
 from typing import Optional, Sequence
 
 from mmkit import data
-from mmkit.pipelines import GROUPINGS, RUNNERS
+from mmkit.settings import GROUPINGS, RUNNERS, KeyedRun
+
+__all__ = [
+  "COLUMNS",
+  "DEFAULT",
+  "sweep_reports",
+  "sweep",
+  "format_table",
+  "write_outputs",
+  "grouped_loads",
+  "run_command",
+  "add_parser",
+]
 
 COLUMNS = [
   "hint",
@@ -33,20 +45,22 @@ COLUMNS = [
   "seconds",
 ]
 
+DEFAULT = KeyedRun()  # the sweep's defaults are a run's (its hints are its own)
+
 
 def sweep_reports(
-  models: int = 8,
+  models: int = DEFAULT.models,
   hints: Sequence[Optional[int]] = (1, 2, 4, 8),
-  elements: int = 2000,
-  stream: str = "zipf",
-  model_mb: Optional[float] = None,
-  batch_size: int = 32,
-  runner: str = "direct",
-  seed: int = 0,
-  group: str = "none",
+  elements: int = DEFAULT.elements,
+  stream: str = DEFAULT.stream,
+  model_mb: Optional[float] = DEFAULT.model_mb,
+  batch_size: int = DEFAULT.batch_size,
+  runner: str = DEFAULT.runner,
+  seed: int = DEFAULT.seed,
+  group: str = DEFAULT.group,
   progress: bool = True,
   isolate: bool = True,
-  spread: bool = False,
+  spread: bool = DEFAULT.spread,
 ) -> list:
   """One traced keyed run per hint; returns their RunReports (timelines included).
 
@@ -54,7 +68,7 @@ def sweep_reports(
   """
   from tqdm.auto import tqdm
 
-  from mmkit.experiment import KeyedRun, run_keyed
+  from mmkit.experiment import run_keyed
 
   runs = [
     KeyedRun(
@@ -117,7 +131,7 @@ def write_outputs(reports: list, out_dir: str) -> list[str]:
   frame.drop(columns=[c for c in ("releases_by_key",) if c in frame]).to_csv(paths[0], index=False)
   plots.sweep_figure(rows, grouped_loads(reports)).savefig(paths[1], dpi=100, bbox_inches="tight")
   # The timeline of the first run that swaps: the one worth looking at.
-  swapping = [r for r in reports if r.loads > r.extra["models"]] or reports
+  swapping = [r for r in reports if r.loads > r.run.models] or reports
   plots.memory_timeline_figure(swapping[0]).savefig(paths[2], dpi=100, bbox_inches="tight")
   return paths
 
@@ -126,15 +140,9 @@ def grouped_loads(reports: list) -> list[int]:
   """Loads each run would need with a GroupByKey before inference (simulated)."""
   from dataclasses import replace
 
-  from mmkit.experiment import KeyedRun, predicted_loads
+  from mmkit.experiment import predicted_loads
 
-  fields = KeyedRun.__dataclass_fields__
-  return [
-    predicted_loads(replace(KeyedRun(**{k: r.extra[k] for k in fields}), group="gbk"))[
-      "simulated_loads"
-    ]
-    for r in reports
-  ]
+  return [predicted_loads(replace(r.run, group="gbk"))["simulated_loads"] for r in reports]
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -145,22 +153,13 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 
 def _check(args) -> Optional[str]:
-  if any(h < 1 for h in args.hints):
-    return (
-      f"--hints must all be >= 1 (max_models_per_worker_hint), got {' '.join(map(str, args.hints))}"
-    )
-  for name in ("models", "elements", "batch_size"):
-    if getattr(args, name) < 1:
-      return f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
-  if args.spread and args.runner != "multiprocess":
-    return "--spread needs --runner multiprocess (one process has nothing to spread over)"
-  if args.model_mb is not None and args.model_mb <= 0:
-    return f"--model-mb must be > 0, got {args.model_mb}"
-  if args.model_mb is None and args.models > len(data.SOURCES):
-    return (
-      f"--models {args.models} needs --model-mb: only {len(data.SOURCES)} specialist models ship "
-      "with the kit"
-    )
+  """The first problem `KeyedRun.validate` finds in the arguments, naming their flags."""
+  settings = {name: getattr(args, name) for name in KeyedRun.__dataclass_fields__ if name != "hint"}
+  try:
+    for hint in args.hints:
+      KeyedRun(hint=hint, **settings).validate(cli=True)
+  except ValueError as problem:
+    return str(problem)
   return None
 
 
@@ -197,7 +196,13 @@ def add_parser(commands) -> None:
     description=__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
-  p.add_argument("--models", type=int, default=8, help="number of keyed models (default 8)")
+  # Defaults are KeyedRun's (DEFAULT); argparse writes them into the help (%(default)s).
+  p.add_argument(
+    "--models",
+    type=int,
+    default=DEFAULT.models,
+    help="number of keyed models (default %(default)s)",
+  )
   p.add_argument(
     "--hints",
     type=int,
@@ -205,40 +210,51 @@ def add_parser(commands) -> None:
     default=[1, 2, 4, 8],
     help="max_models_per_worker_hint values, one run each (default 1 2 4 8)",
   )
-  p.add_argument("--elements", type=int, default=2000, help="elements per run (default 2000)")
   p.add_argument(
-    "--stream", choices=data.STREAMS, default="zipf", help="order of keys in the input"
+    "--elements", type=int, default=DEFAULT.elements, help="elements per run (default %(default)s)"
+  )
+  p.add_argument(
+    "--stream",
+    choices=data.STREAMS,
+    default=DEFAULT.stream,
+    help="order of keys in the input (default %(default)s)",
   )
   p.add_argument(
     "--model-mb",
     type=float,
-    default=None,
+    default=DEFAULT.model_mb,
     help="use synthetic models of this many MB (made once in a cache dir); "
     "default: the shipped specialist models",
   )
   p.add_argument(
-    "--batch-size", type=int, default=32, help="fixed RunInference batch size (default 32)"
+    "--batch-size",
+    type=int,
+    default=DEFAULT.batch_size,
+    help="fixed RunInference batch size (default %(default)s)",
   )
   p.add_argument(
     "--runner",
     choices=RUNNERS,
-    default="direct",
+    default=DEFAULT.runner,
     help="direct: in this process; multiprocess: DirectRunner with 2 worker processes",
   )
   p.add_argument(
     "--group",
     choices=GROUPINGS,
-    default="none",
+    default=DEFAULT.group,
     help="none: the stream as it comes; gbk: GroupByKey before inference; "
     "batches: GroupIntoBatches per key",
   )
   p.add_argument(
     "--spread",
     action="store_true",
+    default=DEFAULT.spread,
     help="reshuffle the elements so every worker process gets some (multiprocess); "
     "loses the stream's order, so no simulated loads",
   )
-  p.add_argument("--seed", type=int, default=0, help="seed of the key stream and the examples")
+  p.add_argument(
+    "--seed", type=int, default=DEFAULT.seed, help="seed of the key stream and the examples"
+  )
   p.add_argument("--out", metavar="DIR", help="also write sweep.csv and sweep.png here")
   p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
   p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

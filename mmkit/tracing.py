@@ -29,18 +29,27 @@ import threading
 import time
 import weakref
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing.managers import BaseProxy
 from typing import Any, Iterable, Optional, Sequence
 
 import psutil
 from apache_beam.ml.inference.base import ModelHandler
 
-from mmkit.memwatch import TreeSampler
+from mmkit.beam_metrics import beam_load_counts
+from mmkit.memwatch import MB, TreeSampler
+from mmkit.settings import KeyedRun
 
-MB = 2**20
-
-__all__ = ["TracedModelHandler", "Tracer", "RunReport", "MemorySampler", "beam_load_counts"]
+__all__ = [
+  "TracedModelHandler",
+  "Tracer",
+  "RunReport",
+  "MemorySampler",
+  "process_rss_mb",
+  "record_event",
+  "record_count",
+  "close_event_files",
+]
 
 
 _own_process: Optional[psutil.Process] = None
@@ -295,36 +304,33 @@ class MemorySampler:
     self.samples.sort(key=lambda sample: sample["t"])
 
 
-def beam_load_counts(result: Any) -> Optional[dict]:
-  """Beam's own model-load counts from a pipeline result, or None where the runner has no metrics.
+class _Extra(dict):
+  """A report's `extra`. Notebooks written when a run's settings were kept here too
+  (`report.extra["hint"]`) still read them: a setting not found here comes from the run."""
 
-  Reads the `load_model_latency_milli_secs` distributions of the `BeamML_KeyedModels`
-  namespace: the unprefixed one counts all loads, `<cohort>-_...` ones count per cohort.
-  """
-  if result is None:
-    return None
-  try:
-    from apache_beam.metrics.metric import MetricsFilter
+  def __init__(self, values=(), run: Optional[KeyedRun] = None):
+    super().__init__(values)
+    self.run = run
 
-    dists = result.metrics().query(MetricsFilter().with_namespace("BeamML_KeyedModels"))[
-      "distributions"
-    ]
-  except (NotImplementedError, AttributeError):
-    return None  # InteractiveRunner results have no metrics.
-  counts: dict[str, int] = {}
-  for d in dists:
-    name = d.key.metric.name
-    if not name.endswith("load_model_latency_milli_secs"):
-      continue
-    cohort = name[: -len("load_model_latency_milli_secs")].rstrip("_").rstrip("-") or "*"
-    value = d.committed if d.committed is not None else d.attempted
-    counts[cohort] = counts.get(cohort, 0) + (value.count if value else 0)
-  return counts
+  def __missing__(self, key):
+    if self.run is not None and key in self.run.__dataclass_fields__:
+      return getattr(self.run, key)
+    raise KeyError(key)
+
+  def get(self, key, default=None):
+    try:
+      return self[key]
+    except KeyError:
+      return default
 
 
 @dataclass
 class RunReport:
-  """What one traced run did: model loads and releases per key, memory over time."""
+  """What one traced run did: model loads and releases per key, memory over time.
+
+  `run` is the KeyedRun measured (None for a pipeline of your own under a Tracer); `extra`
+  holds the other figures a caller added (`simulated_loads`, `elements_out`, ...).
+  """
 
   events: list[dict]
   samples: list[dict]
@@ -332,6 +338,10 @@ class RunReport:
   end: float
   beam_loads_by_key: Optional[dict] = None
   extra: dict = field(default_factory=dict)
+  run: Optional[KeyedRun] = None
+
+  def __post_init__(self):
+    self.extra = _Extra(self.extra, self.run)
 
   @property
   def seconds(self) -> float:
@@ -511,6 +521,7 @@ class RunReport:
       "proxied_batch_ms": self.proxied_batch_ms(),
       "loads_by_key": self.loads_by_key,
       "releases_by_key": self.releases_by_key,
+      **(asdict(self.run) if self.run is not None else {}),
       **{k: v for k, v in self.extra.items() if k != "pipeline_end"},
       **extra,
     }
@@ -586,8 +597,11 @@ class Tracer:
           events += [json.loads(line) for line in f if line.strip()]
     return sorted(events, key=lambda e: e["t"])
 
-  def report(self, result: Any = None, close: bool = True, **extra) -> RunReport:
-    """Stops sampling and returns the RunReport; `result` (a PipelineResult) adds Beam's counts."""
+  def report(
+    self, result: Any = None, close: bool = True, run: Optional[KeyedRun] = None, **extra
+  ) -> RunReport:
+    """Stops sampling and returns the RunReport; `result` (a PipelineResult) adds Beam's counts,
+    `run` the settings measured, `extra` any other figures."""
     self.stop()
     report = RunReport(
       self.read_events(),
@@ -596,6 +610,7 @@ class Tracer:
       self.end,
       beam_load_counts(result),
       dict(extra),
+      run,
     )
     if close:
       self.close()

@@ -19,6 +19,8 @@ from torch import nn
 from mmkit import data
 from mmkit.models import MODEL_ZOO, model_spec, models_dir
 
+__all__ = ["EPOCHS", "BATCH", "LR", "accuracy", "train_all", "main"]
+
 EPOCHS, BATCH, LR = 60, 64, 3e-3
 
 

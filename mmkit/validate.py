@@ -1,4 +1,4 @@
-"""Check a multi-model set-up before Beam runs it: clear errors, not deep tracebacks (02-04).
+"""Check a multi-model set-up before Beam runs it: clear errors, not deep tracebacks (02, 03).
 
 Every check raises `SetupError` (a ValueError) whose message names the problem and the fix.
 """
@@ -57,6 +57,17 @@ def check_state_dict(
     ) from None
 
 
+def _named_model(stage: Any) -> tuple[str, Any]:
+  """(name, model) of a stage of `check_sequence`; a shipped model's name is loaded."""
+  if isinstance(stage, str):
+    from mmkit.models import load_model
+
+    return stage, load_model(stage)
+  if isinstance(stage, tuple):
+    return stage
+  return type(stage).__name__, stage
+
+
 def _params(params: Optional[Mapping[str, Any]]) -> str:
   return ", ".join(f"{k}={v!r}" for k, v in (params or {}).items())
 
@@ -112,17 +123,20 @@ def check_hint(hint: Any, n_models: int) -> None:
 
 def check_input_shape(model: Any, example_shape: Sequence[int]) -> None:
   """One zero example of `example_shape` goes through `model` (in batch of one) without error."""
-  check_sequence([(type(model).__name__, model)], example_shape)
+  check_sequence([model], example_shape)
 
 
-def check_sequence(stages: Sequence[tuple[str, Any]], example_shape: Sequence[int]) -> None:
-  """Each `(name, model)` takes the previous one's output (the first, `example_shape`).
+def check_sequence(stages: Sequence[Any], example_shape: Sequence[int] = (64,)) -> None:
+  """Each stage takes the previous one's output (the first, `example_shape`) (02).
 
-  A sequence `A | post-process | B` breaks at B when A's output does not fit it; Beam would
-  only say so mid-run, from inside B's batch. Post-processing is assumed to keep the shape.
+  A stage is a model, a `(name, model)` pair, or the name of a model the kit ships
+  (`mmkit.models`). A sequence `A | post-process | B` breaks at B when A's output does not
+  fit it; Beam would only say so mid-run, from inside B's batch. Post-processing is assumed
+  to keep the shape.
   """
   import torch
 
+  stages = [_named_model(stage) for stage in stages]
   example, source = torch.zeros((1, *example_shape)), f"examples of shape {tuple(example_shape)} do"
   fix = "Reshape the inputs in a beam.Map before RunInference"
   for name, model in stages:

@@ -21,7 +21,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, Ru
 from apache_beam.utils import multi_process_shared
 from beam_findings_helpers import OneByOneKeyedHandler, WhereHandler, in_memory
 
-from mmkit.keyed import release_resident_models
+from mmkit.cleanup import release_resident_models
 
 MEASURED_ON = "2.77.0"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -340,7 +340,8 @@ def test_per_key_metric_names_have_an_underscore_after_the_dash():
 
 # 10. The InteractiveRunner's result has no metrics. 11. The DaskRunner loses outputs and branches.
 def test_interactive_runner_result_has_no_metrics():
-  from mmkit.pipelines import forget_interactive_pipeline, new_pipeline
+  from mmkit.cleanup import forget_interactive_pipeline
+  from mmkit.pipelines import new_pipeline
 
   pipeline = new_pipeline("interactive")
   counter = beam.metrics.Metrics.counter("findings", "seen")

@@ -1,4 +1,4 @@
-"""Repeated runs in one process, as from a notebook widget: nothing leaks that the kit can free."""
+"""mmkit.cleanup: runs in one process, as from a notebook widget, leave nothing the kit can free."""
 
 import os
 import tempfile
@@ -7,8 +7,8 @@ import threading
 import psutil
 import pytest
 
+from mmkit.cleanup import clean_up, release_resident_models
 from mmkit.experiment import KeyedRun, run_keyed
-from mmkit.keyed import release_resident_models
 
 
 def test_twenty_thrashing_runs_leave_no_models_threads_files_or_memory_behind(monkeypatch):
@@ -53,12 +53,10 @@ def test_twenty_thrashing_runs_leave_no_models_threads_files_or_memory_behind(mo
   assert len(tags) >= loads  # one per model load, at least
   left = [t for t in tags if os.path.exists(os.path.join(tempfile.gettempdir(), t + ".address"))]
   assert not left and not [t for t in tags if t in registry.entries]
-  mine = [
-    d for d in traces if os.path.basename(d).startswith("mmkit-trace-")
-  ]  # (Beam's own dirs too)
-  assert len(mine) == 20 and not any(
-    os.path.exists(d) for d in mine
-  )  # each run's trace dir removed
+  # (Beam's own dirs too)
+  mine = [d for d in traces if os.path.basename(d).startswith("mmkit-trace-")]
+  # Each run's trace dir removed.
+  assert len(mine) == 20 and not any(os.path.exists(d) for d in mine)
   assert {p.pid for p in me.children(recursive=True)} <= children_before
 
 
@@ -79,6 +77,33 @@ def test_release_frees_what_a_run_left_resident():
   report = tracer.report()
   assert sum(e["event"] == "release" for e in resident_before) == 0  # Beam kept all three
   assert freed == 3 and report.releases == 3
+
+
+def test_clean_up_frees_the_models_and_ends_only_the_processes_started_since():
+  import subprocess
+  import sys
+
+  from apache_beam.utils import multi_process_shared
+
+  from mmkit.experiment import keyed_pipeline, model_handlers
+
+  sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+  older = subprocess.Popen(sleep)
+  try:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    run = KeyedRun(models=3, hint=None, elements=30, stream="cycle", batch_size=3)
+    pipeline = keyed_pipeline(run, model_handlers(3))
+    pipeline.run().wait_until_finish()
+    registry = multi_process_shared._process_level_singleton_manager
+    resident = [t for t, e in registry.entries.items() if len(str(t)) == 32 and e.initialied]
+    left_by_the_run = subprocess.Popen(sleep)  # stands in for a worker a failed run left
+    memory = clean_up(pipeline, workers_before=before, rss=lambda: 1.0)
+    assert len(resident) == 3 and not [t for t in resident if t in registry.entries]
+    assert left_by_the_run.wait(timeout=10) is not None and older.poll() is None
+    assert memory == {"rss_after_free_mb": 1.0, "rss_after_trim_mb": 1.0}
+  finally:
+    older.kill()
+    older.wait()
 
 
 # Multiprocess: as the workers start (which used to hang the kernel) and mid-run.
@@ -110,9 +135,8 @@ def test_an_interrupted_run_leaves_the_kernel_usable_and_no_processes_behind(run
   outcome = json.loads(done.stdout.strip().splitlines()[-1])
   assert outcome["interrupted"] and outcome["children_left"] == []
   # Beam's threads fail as the workers go; the kit keeps those expected reports off the screen.
-  assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, done.stderr[
-    -3000:
-  ]
+  tail = done.stderr[-3000:]
+  assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, tail
   assert (
     outcome["next_elements_out"] == 30 and outcome["next_loads"] == outcome["next_simulated_loads"]
   )

@@ -7,8 +7,9 @@ from apache_beam.ml.inference.base import KeyModelMapping
 from apache_beam.testing.util import assert_that, equal_to
 
 from mmkit import models
+from mmkit.cleanup import release_resident_models
 from mmkit.experiment import model_handlers
-from mmkit.keyed import FixedBatchKeyedModelHandler, keyed_handler, release_resident_models
+from mmkit.keyed import FixedBatchKeyedModelHandler, keyed_handler
 from mmkit.pipelines import CountElements, keyed_inference_with_dead_letters
 from mmkit.tracing import Tracer
 from mmkit.validate import SetupError, check_input_shape, check_state_dict

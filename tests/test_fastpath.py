@@ -8,7 +8,7 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from apache_beam.testing.util import assert_that, equal_to
 
 from mmkit import fastpath
-from mmkit.benchmark import BenchMLP, bench_model_path
+from mmkit.models import BenchMLP, bench_model_path
 
 N, BLOCK = 2500, 512  # the last block is short on purpose
 
@@ -71,7 +71,7 @@ def test_single_model_blocks_predict_what_the_plain_pipeline_predicts():
   [(32, 1, False, 3), (2, None, False, 3), (1, 1, False, 5), (1, None, False, 3), (32, 1, True, 3)],
 )
 def test_keyed_blocks_are_served_by_their_keys_model(blocks_per_batch, hint, share, loads):
-  from mmkit.tracing import beam_load_counts
+  from mmkit.beam_metrics import beam_load_counts
 
   rows = fastpath.RowsOf("random", N)
   paths = {f"k{i}": bench_model_path(i) for i in range(3)}
@@ -108,66 +108,7 @@ def test_keyed_blocks_are_served_by_their_keys_model(blocks_per_batch, hint, sha
   assert beam_load_counts(result)["*"] == loads
 
 
-def test_bench_model_skips_random_init_and_still_predicts_with_its_weights():
-  path = bench_model_path(1)
-  torch.manual_seed(1)
-  initialized = BenchMLP(initialize=True).eval()  # the weights bench_model_path(1) holds
-  loaded = BenchMLP()
-  loaded.load_state_dict(torch.load(path, weights_only=True))
-  x = fastpath.RowsOf("random", 64).block(0, 64)
-  with torch.no_grad():
-    assert torch.equal(loaded.eval()(x), initialized(x))
-
-
 def test_ranges_cover_every_row_once():
   assert fastpath.index_ranges(5, 2) == [(0, 2), (2, 4), (4, 5)]
   with pytest.raises(ValueError, match="block"):
     fastpath.index_ranges(5, 0)
-
-
-@pytest.mark.parametrize(
-  "flag, value", [("--elements", "0"), ("--repeats", "0"), ("--threads", "0")]
-)
-def test_bench_refuses_bad_arguments_in_one_line(flag, value):
-  import subprocess
-  import sys
-
-  proc = subprocess.run(
-    [sys.executable, "-m", "mmkit", "bench", flag, value], capture_output=True, text=True
-  )
-  assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and flag in proc.stderr
-
-
-def test_bench_rows_compare_each_method_with_raw_torch():
-  from statistics import median
-
-  from mmkit.benchmark import run_bench
-
-  rows = run_bench(sizes=(2048,), example_style_max=2048, progress=False, repeats=2)
-  methods = {(r["method"], r["pattern"]) for r in rows}
-  assert methods == {
-    ("raw_torch", "single"),
-    ("kit", "single"),
-    ("example_style", "single"),
-    ("raw_torch", "keyed"),
-    ("kit", "keyed"),
-  }
-  for r in rows:
-    # seconds keep 4 significant digits, so a run of a few ms still gives its rate
-    assert r["elements_per_s"] == pytest.approx(r["elements"] / r["seconds"], rel=1e-3, abs=1)
-    assert 0.0 <= r["others_cpu"] <= 1.0
-    if r["method"] == "raw_torch":
-      assert r["ratio_to_raw"] == 1.0
-    elif r["startup_included"]:
-      # One ratio per round, each from a raw run and a kit run measured back to back.
-      assert len(r["ratios"]) == 2
-      assert r["ratio_to_raw"] == pytest.approx(median(r["ratios"]), abs=2e-3)
-
-
-def test_bench_runs_only_the_patterns_asked_for():
-  from mmkit.benchmark import run_bench
-
-  rows = run_bench(sizes=(1024,), example_style_max=0, progress=False, patterns=("single",))
-  assert {(r["method"], r["pattern"]) for r in rows} == {("raw_torch", "single"), ("kit", "single")}
-  with pytest.raises(ValueError, match="patterns"):
-    run_bench(sizes=(1024,), patterns=("both",))

@@ -90,7 +90,5 @@ def test_stop_in_a_real_kernel_ends_the_run_and_the_next_run_works(kernel, momen
   assert time.monotonic() - started < 60  # the whole run would take minutes
   assert not psutil.Process(manager.provisioner.process.pid).children(recursive=True)
   printed, errors = run_cell(client, NEXT_RUN)
-  assert not errors and printed.split() == [
-    "30",
-    "30",
-  ]  # 30 served, a load per element (hint 1, cycle)
+  # 30 served, a load per element (hint 1, cycle)
+  assert not errors and printed.split() == ["30", "30"]

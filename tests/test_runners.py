@@ -1,6 +1,6 @@
 """One pipeline, any runner: the kit's builders take plain PipelineOptions."""
 
-import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions
 
 from mmkit.experiment import KeyedRun, keyed_pipeline, model_handlers
@@ -30,5 +30,25 @@ def test_options_round_trip_through_the_command_line_form():
   flags = [f"--{k}={v}" for k, v in DATAFLOW.items() if k != "extra_packages"]
   options = PipelineOptions(flags + ["--max_num_workers=4"])
   pipeline = keyed_pipeline(KeyedRun(models=2), model_handlers(2), options)
-  assert pipeline.options.get_all_options()["max_num_workers"] == 4
-  assert isinstance(pipeline, beam.Pipeline)
+  given = pipeline.options.get_all_options()
+  # The pipeline carries what the flags said, as the keyword form would have given it.
+  keywords = PipelineOptions(**DATAFLOW, max_num_workers=4).get_all_options()
+  for name in [*DATAFLOW, "max_num_workers"]:
+    if name != "extra_packages":
+      assert given[name] == keywords[name], name
+  assert type(pipeline.runner).__name__ == "DataflowRunner" and given["max_num_workers"] == 4
+
+
+def test_runner_names_map_to_the_directrunner_modes_and_an_unknown_one_is_named():
+  from mmkit.cleanup import forget_interactive_pipeline
+  from mmkit.pipelines import new_pipeline, runner_options
+
+  one = runner_options("direct").get_all_options()
+  two = runner_options("multiprocess", workers=3).get_all_options()
+  assert (one["direct_running_mode"], one["direct_num_workers"]) == ("in_memory", 1)
+  assert (two["direct_running_mode"], two["direct_num_workers"]) == ("multi_processing", 3)
+  interactive = new_pipeline("interactive")
+  assert type(interactive.runner).__name__ == "InteractiveRunner"
+  forget_interactive_pipeline(interactive)
+  with pytest.raises(ValueError, match="unknown runner 'spark'"):
+    runner_options("spark")

@@ -1,0 +1,66 @@
+"""`python -m mmkit bench` (mmkit.benchmark) and the model it measures (mmkit.models.BenchMLP)."""
+
+import pytest
+import torch
+
+from mmkit import fastpath
+from mmkit.models import BenchMLP, bench_model_path
+
+
+def test_bench_model_skips_random_init_and_still_predicts_with_its_weights():
+  path = bench_model_path(1)
+  torch.manual_seed(1)
+  initialized = BenchMLP(initialize=True).eval()  # the weights bench_model_path(1) holds
+  loaded = BenchMLP()
+  loaded.load_state_dict(torch.load(path, weights_only=True))
+  x = fastpath.RowsOf("random", 64).block(0, 64)
+  with torch.no_grad():
+    assert torch.equal(loaded.eval()(x), initialized(x))
+
+
+@pytest.mark.parametrize(
+  "flag, value", [("--elements", "0"), ("--repeats", "0"), ("--threads", "0")]
+)
+def test_bench_refuses_bad_arguments_in_one_line(flag, value):
+  import subprocess
+  import sys
+
+  proc = subprocess.run(
+    [sys.executable, "-m", "mmkit", "bench", flag, value], capture_output=True, text=True
+  )
+  assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and flag in proc.stderr
+
+
+def test_bench_rows_compare_each_method_with_raw_torch():
+  from statistics import median
+
+  from mmkit.benchmark import run_bench
+
+  rows = run_bench(sizes=(2048,), example_style_max=2048, progress=False, repeats=2)
+  methods = {(r["method"], r["pattern"]) for r in rows}
+  assert methods == {
+    ("raw_torch", "single"),
+    ("kit", "single"),
+    ("example_style", "single"),
+    ("raw_torch", "keyed"),
+    ("kit", "keyed"),
+  }
+  for r in rows:
+    # seconds keep 4 significant digits, so a run of a few ms still gives its rate
+    assert r["elements_per_s"] == pytest.approx(r["elements"] / r["seconds"], rel=1e-3, abs=1)
+    assert 0.0 <= r["others_cpu"] <= 1.0
+    if r["method"] == "raw_torch":
+      assert r["ratio_to_raw"] == 1.0
+    elif r["startup_included"]:
+      # One ratio per round, each from a raw run and a kit run measured back to back.
+      assert len(r["ratios"]) == 2
+      assert r["ratio_to_raw"] == pytest.approx(median(r["ratios"]), abs=2e-3)
+
+
+def test_bench_runs_only_the_patterns_asked_for():
+  from mmkit.benchmark import run_bench
+
+  rows = run_bench(sizes=(1024,), example_style_max=0, progress=False, patterns=("single",))
+  assert {(r["method"], r["pattern"]) for r in rows} == {("raw_torch", "single"), ("kit", "single")}
+  with pytest.raises(ValueError, match="patterns"):
+    run_bench(sizes=(1024,), patterns=("both",))
