@@ -7,7 +7,13 @@ import logging
 import os
 import warnings
 
-__all__ = ["setup", "quiet_logging", "quiet_worker_processes", "progress_that_clears_itself"]
+__all__ = [
+  "setup",
+  "quiet_logging",
+  "quiet_worker_processes",
+  "progress_that_clears_itself",
+  "display_with_picture",
+]
 
 
 def quiet_logging() -> None:
