@@ -33,8 +33,8 @@ from playwright.sync_api import sync_playwright
 VARIANTS = {  # name: explorer() settings (mmkit.explorer.DEFAULTS otherwise)
   "default": {},
   "interactive": {"runner": "interactive"},
-  "model_mb=16": {"model_mb": 16.0},
-  "elements=128": {"elements": 128},
+  "hint=4": {"hint": 4},  # the fewest loads: the trade between the lesson and a short click
+  "model_mb=8": {"model_mb": 8.0},  # fast loads, but memory steps lost in the heap's noise
   "no-progress": {"progress": False},
 }
 
