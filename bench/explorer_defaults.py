@@ -1,6 +1,6 @@
 """Why the explorer's defaults: one traced run per hint, loads and memory above the start.
 
-    python bench/explorer_defaults.py [--repeats 3] [--model-mb 48] [--models 4] ...
+    python bench/explorer_defaults.py [--repeats 3] [--model-mb 40] [--models 4] ...
 
 Prints, for every hint from 1 to the number of models, the loads Beam's LRU predicts
 (`mmkit.simulate`, no Beam), the loads measured in a real traced run, the memory above the run's

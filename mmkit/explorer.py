@@ -53,23 +53,25 @@ __all__ = [
 ]
 
 # Chosen so the slider shows the lesson and a click stays short (bench/explorer_defaults.py
-# prints the table, bench/browser_click.py times the click in chromium): with 4 models, a zipf
+# prints the table, bench/browser_click.py times the click in chromium). With 4 models and a zipf
 # stream of 32 elements in 4 batches of 8, hints 1-4 give 14, 10, 8, 4 loads (Beam's LRU
-# replayed: `swaps_by_hint`). 48 MB models are above glibc's largest mmap threshold (32 MB), so
-# each model's memory is its own mapping, returned when the model is freed: memory above the
-# start steps with the models resident. Smaller models come from the heap, which keeps freed
-# pages, and their steps drown in noise; bigger ones make a click slower (page faults on load).
+# replayed: `swaps_by_hint`). 40 MB models are above glibc's largest mmap threshold (32 MB), so
+# each model's memory is a mapping of its own, returned when the model is freed: memory above
+# the start steps by 40 MB per model resident. Smaller models come from the heap, which keeps
+# freed pages, and their steps drown in its noise; a load costs about 1.5 ms per MB here (the
+# state dict is read, then copied), so bigger ones, or a smaller hint, make a click slower:
+# the default hint gives each model room (4 loads); at hint 2 a click loads 10 models.
 DEFAULTS = dict(
   models=4,
-  hint=2,
+  hint=4,
   stream="zipf",
   group="none",
-  model_mb=48.0,
+  model_mb=40.0,
   elements=32,
   batch_size=8,
   runner="direct",
 )
-MODEL_SIZES = (8.0, 16.0, 32.0, 48.0, 64.0, 128.0)  # MB, the widget's choices
+MODEL_SIZES = (8.0, 16.0, 40.0, 64.0, 128.0)  # MB, the widget's choices
 
 
 def swaps_by_hint(run: KeyedRun) -> dict[str, dict[int, int]]:
@@ -367,7 +369,8 @@ def memory_sparkline(memory: list[tuple[float, float]], width: int = 360, height
 def figure_output(fig) -> dict:
   """The figure as an Output widget's display_data: one PNG, drawn once (no tight bounding box)."""
   buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=100)
+  # Compression level 1: a few KB more to send over localhost, 10 ms less to encode.
+  fig.savefig(buf, format="png", dpi=100, pil_kwargs={"compress_level": 1})
   return {
     "output_type": "display_data",
     "metadata": {},

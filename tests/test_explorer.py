@@ -32,6 +32,7 @@ def test_default_memory_steps_with_the_hint():
   held when the pipeline ends show in memory above the start (one model against all)."""
   models, size = DEFAULTS["models"], DEFAULTS["model_mb"]
   predicted = swaps_by_hint(DEFAULT_RUN)["lru"]
+  explore(hint=1, elements=DEFAULTS["batch_size"])  # a process's first run also grows its heap
   held = {}
   for hint in (1, models):
     report, fig = explore(hint=hint)
@@ -74,6 +75,8 @@ def test_run_button_redraws_status_and_progress():
   assert served.value == SMALL["elements"] and live.value == ""
   assert out.outputs, "no figure"
   first = status.value
-  controls.children[0].value = DEFAULTS["models"]  # hint: every model fits, so fewer loads
+  controls.children[0].value = 1  # hint 1: one model at a time, so more loads
   button.click()
+  predicted = swaps_by_hint(KeyedRun(**{**DEFAULTS, **SMALL, "hint": 1}))["lru"]
+  assert status.value.startswith(f"{predicted[1]} loads,"), status.value
   assert status.value != first and not button.disabled
