@@ -20,6 +20,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Optional
 
+import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from mmkit import data
@@ -41,6 +42,7 @@ __all__ = [
   "explore",
   "swaps_by_hint",
   "explorer_figure",
+  "new_figure",
   "above_start",
   "peak_above_start",
   "held_at_end",
@@ -115,11 +117,20 @@ def resident_models(report: RunReport) -> list[tuple[float, int]]:
   return steps + [(report.seconds, held)]
 
 
+def new_figure() -> Figure:
+  """An empty explorer figure. Made by pyplot, whose import is what makes a kernel show figures
+  as pictures (a bare `Figure()` showed as text in a notebook), and closed at once: the caller
+  displays it, and an open one would be drawn a second time at the cell's end."""
+  fig = plt.figure(figsize=(11, 3.6))
+  plt.close(fig)
+  return fig
+
+
 def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]], fig=None):
   """Left: memory above the start beside models resident x model size, loads and frees ticked;
   right: loads against the hint (measured, Beam's LRU predicted, the optimum). `fig`: redrawn."""
   if fig is None:
-    fig = Figure(figsize=(11, 3.6))  # not pyplot's: nothing to close, nothing drawn twice
+    fig = new_figure()
   fig.clear()
   mem_ax, swap_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
   memory = above_start(report)
@@ -409,7 +420,7 @@ def explorer(**defaults):
   served = w.IntProgress(value=0, min=0, max=settings["elements"], description="served")
   live = w.HTML()  # the memory line while a run goes
   out = w.Output()
-  figure = Figure(figsize=(11, 3.6))  # one figure, redrawn by every click
+  figure = new_figure()  # one figure, redrawn by every click
 
   def show_progress(p: Progress) -> None:  # from the watcher thread: widget updates are thread-safe
     served.value = p["served"]
