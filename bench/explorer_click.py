@@ -13,9 +13,8 @@ import statistics
 import time
 
 import psutil
-from matplotlib.figure import Figure
 
-from mmkit.explorer import DEFAULTS, explore, figure_output, peak_above_start
+from mmkit.explorer import DEFAULTS, explore, figure_output, new_figure, peak_above_start
 
 
 def _cpu_seconds() -> float:
@@ -33,7 +32,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--clicks", type=int, default=5)
   args = parser.parse_args()
-  figure = Figure()  # the widget keeps one figure and redraws it
+  figure = new_figure()  # the widget keeps one figure and redraws it
   explore(fig=figure)  # the first click also builds the synthetic models and warms imports
   walls, cpus = [], []
   for _ in range(args.clicks):
