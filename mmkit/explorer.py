@@ -14,6 +14,7 @@ import glob
 import io
 import json
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -234,7 +235,7 @@ def explore(
     runner=runner,
     group=group,
   )
-  with _young_objects_only():
+  with _young_objects_only(), _without_nagle():
     if on_progress is None:
       report = run_keyed(run)
     else:
@@ -257,6 +258,35 @@ def _young_objects_only():
     yield
   finally:
     gc.unfreeze()
+
+
+@contextmanager
+def _without_nagle():
+  """Beam's shared models answer through `multiprocessing` managers over localhost TCP; their
+  connections send small messages with Nagle's algorithm on (`TCP_NODELAY` off).
+
+  The handshake's last message and a new connection's first request are two writes in a row,
+  so the request waits for the server's delayed ACK: 40 ms per connection, ten a keyed run (the
+  RunInference setup's model status and model manager proxies), 0.40 s of a 1.3 s click, doing
+  nothing. Meanwhile this sets `TCP_NODELAY` on the connections this process opens; the run is
+  the same (same messages, same loads), only without the wait.
+  """
+  import multiprocessing.connection as connection
+
+  plain = connection.SocketClient
+
+  def socket_client(address):
+    conn = plain(address)
+    if connection.address_type(address) == "AF_INET":
+      with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the fd's socket, shared
+    return conn
+
+  connection.SocketClient = socket_client
+  try:
+    yield
+  finally:
+    connection.SocketClient = plain
 
 
 class Progress(dict):
