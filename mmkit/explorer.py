@@ -249,7 +249,8 @@ def _young_objects_only():
   """Lets the run's cleanup collect only objects made during the run (`gc.freeze` meanwhile).
 
   The cleanup's full collection (`mmkit.keyed.return_freed_memory`) walked every object of the
-  kernel, about 400,000 after Beam, torch and matplotlib are imported: 0.2-0.3 s of a click.
+  kernel, about 400,000 after Beam, torch and matplotlib are imported: a click took 1.10 s with
+  it, 0.92 s without (`python bench/explorer_click.py --clicks 9 --without gc`, load 2.6).
   What the run leaves behind is all young, so freezing what was there before frees the same
   models; unfreezing hands the old objects back to the collector unchanged.
   """
@@ -267,9 +268,10 @@ def _without_nagle():
 
   The handshake's last message and a new connection's first request are two writes in a row,
   so the request waits for the server's delayed ACK: 40 ms per connection, ten a keyed run (the
-  RunInference setup's model status and model manager proxies), 0.40 s of a 1.3 s click, doing
-  nothing. Meanwhile this sets `TCP_NODELAY` on the connections this process opens; the run is
-  the same (same messages, same loads), only without the wait.
+  RunInference setup's model status and model manager proxies). A click took 1.40 s with the
+  waits and 0.95 s without, for the same CPU time (`python bench/explorer_click.py --clicks 9
+  --without nagle`, load 2.6). Meanwhile this sets `TCP_NODELAY` on the connections this process
+  opens; the run is the same (same messages, same loads), only without the waits.
   """
   import multiprocessing.connection as connection
 
