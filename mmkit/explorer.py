@@ -9,21 +9,25 @@ loads, the elements served and the memory line as they grow.
 from __future__ import annotations
 
 import base64
+import gc
 import glob
 import io
 import json
 import os
+import socket
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable, Optional
 
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from mmkit import data
 from mmkit.experiment import KeyedRun, run_keyed
 from mmkit.pipelines import GROUPINGS, model_keys
-from mmkit.plots import memory_timeline_figure
+from mmkit.plots import LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR
 from mmkit.simulate import (
   arrival_batches,
   lru_loads_by_capacity,
@@ -35,9 +39,15 @@ from mmkit.tracing import MemorySampler, RunReport
 
 __all__ = [
   "DEFAULTS",
+  "MODEL_SIZES",
   "explore",
   "swaps_by_hint",
   "explorer_figure",
+  "new_figure",
+  "above_start",
+  "peak_above_start",
+  "held_at_end",
+  "resident_models",
   "explorer",
   "Progress",
   "RunWatcher",
@@ -46,20 +56,27 @@ __all__ = [
   "figure_output",
 ]
 
-# Chosen for a short click (bench/browser_click.py measures it in chromium): the in-memory
-# DirectRunner (the InteractiveRunner spent about a second a click translating the pipeline,
-# and the explorer needs none of its caching), 8 MB models (loads are most of a run: 16 MB ones
-# took 1.25x as long a click), 256 elements in 4 batches (fewer batches flatten the loads curve).
+# Chosen so the slider shows the lesson and a click stays short (bench/explorer_defaults.py
+# prints the table, bench/browser_click.py times the click in chromium). With 4 models and a zipf
+# stream of 32 elements in 4 batches of 8, hints 1-4 give 14, 10, 8, 4 loads (Beam's LRU
+# replayed: `swaps_by_hint`). 40 MB models are above glibc's largest mmap threshold (32 MB), so
+# each model's memory is a mapping of its own, returned when the model is freed: memory above
+# the start steps by 40 MB per model resident. Smaller models come from the heap, which keeps
+# freed pages, and their steps drown in its noise. A load reads the state dict, then copies it
+# into the model: about 60 ms for 40 MB here, so bigger models, or a smaller hint, make a click
+# slower; the default hint gives each model room (4 loads a click; 10 at hint 2). The in-memory
+# DirectRunner: the InteractiveRunner adds its translation and caching to every click.
 DEFAULTS = dict(
-  models=8,
-  hint=2,
+  models=4,
+  hint=4,
   stream="zipf",
   group="none",
-  model_mb=8.0,
-  elements=256,
-  batch_size=64,
+  model_mb=40.0,
+  elements=32,
+  batch_size=8,
   runner="direct",
 )
+MODEL_SIZES = (8.0, 16.0, 40.0, 64.0, 128.0)  # MB, the widget's choices
 
 
 def swaps_by_hint(run: KeyedRun) -> dict[str, dict[int, int]]:
@@ -73,32 +90,120 @@ def swaps_by_hint(run: KeyedRun) -> dict[str, dict[int, int]]:
   }
 
 
-def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]]):
-  """Left: memory over the run with loads and releases; right: loads against the hint."""
-  fig, (mem_ax, swap_ax) = plt.subplots(
-    1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 2]}
+def above_start(report: RunReport) -> list[tuple[float, float]]:
+  """Memory of the process tree over the run, in MB above its first sample (the pre-run start)."""
+  timeline = report.memory_timeline()
+  base = timeline[0]["rss_mb"] if timeline else 0.0
+  return [(p["t"], p["rss_mb"] - base) for p in timeline]
+
+
+def peak_above_start(report: RunReport) -> float:
+  """The run's peak memory above its start, MB: the models held at once, plus the state dict of
+  a model being loaded when the sampler caught one."""
+  return max((mb for _, mb in above_start(report)), default=0.0)
+
+
+def held_at_end(report: RunReport) -> Optional[float]:
+  """This process's memory above its start when the pipeline ended, MB: the models Beam still
+  held then, before the kit freed them (no load in flight, so no state dict on top)."""
+  at_end = report.extra.get("rss_at_end_mb")
+  start = next((s["rss_mb"] for s in report.samples if s["pid"] == os.getpid()), None)
+  return None if at_end is None or start is None else at_end - start
+
+
+def resident_models(report: RunReport) -> list[tuple[float, int]]:
+  """Models in memory (loaded, not yet freed) over the run, all processes: [(t, count)]."""
+  steps, held = [(0.0, 0)], 0
+  for e in report.events:
+    if e["event"] in ("load", "release"):
+      held += 1 if e["event"] == "load" else -1
+      steps.append((e["t"] - report.start, held))
+  return steps + [(report.seconds, held)]
+
+
+def new_figure() -> Figure:
+  """An empty explorer figure. Made by pyplot, whose import is what makes a kernel show figures
+  as pictures (a bare `Figure()` showed as text in a notebook), and closed at once: the caller
+  displays it, and an open one would be drawn a second time at the cell's end."""
+  fig = plt.figure(figsize=(11, 3.6))
+  plt.close(fig)
+  return fig
+
+
+def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]], fig=None):
+  """Left: memory above the start beside models resident x model size, loads and frees ticked;
+  right: loads against the hint (measured, Beam's LRU predicted, the optimum). `fig`: redrawn."""
+  if fig is None:
+    fig = new_figure()
+  fig.clear()
+  mem_ax, swap_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+  memory = above_start(report)
+  mem_ax.plot(*zip(*memory), color=MEMORY_COLOR, linewidth=1.4, label="memory above the start")
+  size = report.extra.get("model_mb")
+  steps = resident_models(report)
+  if size:
+    mem_ax.step(
+      [t for t, _ in steps],
+      [n * size for _, n in steps],
+      where="post",
+      color="black",
+      linestyle="--",
+      linewidth=1,
+      label=f"models in memory x {size:g} MB",
+    )
+  top = max([mb for _, mb in memory] + [n * (size or 0) for _, n in steps] + [1.0]) * 1.12
+  mem_ax.set_ylim(-0.22 * top, top)  # below zero: a lane of its own for the load/free ticks
+  lane = mem_ax.get_xaxis_transform()  # x in seconds, y in axes fraction
+  for kind, color, y in (("load", LOAD_COLOR, 0.11), ("release", RELEASE_COLOR, 0.04)):
+    ts = [e["t"] - report.start for e in report.events if e["event"] == kind]
+    mem_ax.plot(
+      ts,
+      [y] * len(ts),
+      "|",
+      color=color,
+      markersize=8,
+      transform=lane,
+      label=f"{'loads' if kind == 'load' else 'frees'} ({len(ts)})",
+    )
+  mem_ax.axhline(0, color="#999999", linewidth=0.6)
+  mem_ax.set_xlim(0, max(report.seconds, 1e-3))
+  mem_ax.set_xlabel("seconds since the run started")
+  mem_ax.set_ylabel("MB above the start")
+  mem_ax.legend(fontsize=8, loc="upper left", ncol=2, frameon=False)
+  hint = report.extra.get("hint")
+  mem_ax.set_title(
+    f"hint={hint}: {report.loads} loads, peak {peak_above_start(report):.0f} MB above the start",
+    fontsize=10,
+    y=1.0,  # a fixed place: finding one measured every tick label at each draw
   )
-  memory_timeline_figure(report, ax=mem_ax)
   hints = list(predicted["lru"])
   swap_ax.plot(
-    hints, list(predicted["lru"].values()), "o-", color="#1f77b4", label="LRU (Beam), predicted"
+    hints, list(predicted["lru"].values()), "o-", color=LOAD_COLOR, label="LRU (Beam), predicted"
   )
   swap_ax.plot(
     hints, list(predicted["optimal"].values()), "s--", color="#7f7f7f", label="optimal (Belady)"
   )
-  hint = report.extra.get("hint") or max(hints)
   swap_ax.plot(
-    [hint], [report.loads], "*", color="#d62728", markersize=16, label=f"measured, hint={hint}"
+    [hint or max(hints)],
+    [report.loads],
+    "*",
+    color="#d62728",
+    markersize=16,
+    label=f"measured, hint={hint}",
   )
   swap_ax.set_xlabel("max_models_per_worker_hint")
   swap_ax.set_ylabel("model loads")
   swap_ax.set_xticks(hints)
-  swap_ax.set_ylim(bottom=0)
-  swap_ax.legend(fontsize=8)
+  top = max([report.loads, *predicted["lru"].values()]) * 1.15 + 1
+  swap_ax.set_ylim(0, top)
+  # A corner the curve leaves free (`loc="best"` tried every place at each draw: 40 ms a click).
+  swap_ax.legend(fontsize=8, loc="lower left" if predicted["lru"][1] > top / 2 else "upper right")
   swap_ax.set_title(
-    f"stream={report.extra.get('stream')}, group={report.extra.get('group')}", fontsize=10
+    f"stream={report.extra.get('stream')}, group={report.extra.get('group')}",
+    fontsize=10,
+    y=1.0,
   )
-  # Fixed margins: a second tight_layout (memory_timeline_figure ran one) cost 0.15 s a click.
+  # Fixed margins: tight_layout measures every text and cost 0.15 s a click.
   fig.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.91, wspace=0.2)
   return fig
 
@@ -113,11 +218,13 @@ def explore(
   batch_size: int = DEFAULTS["batch_size"],
   runner: str = DEFAULTS["runner"],
   on_progress: Optional[Callable[[Progress], None]] = None,
+  fig: Optional[Figure] = None,
 ):
   """The widget's callback: one traced run; returns (RunReport, Figure).
 
   `on_progress`, if given, is called from a watcher thread about four times a second while the
-  run goes (a `Progress`: loads, releases, elements served, memory so far).
+  run goes (a `Progress`: loads, releases, elements served, memory so far). `fig`, if given, is
+  redrawn instead of making a new figure (the widget keeps one).
   """
   run = KeyedRun(
     models=models,
@@ -129,14 +236,60 @@ def explore(
     runner=runner,
     group=group,
   )
-  if on_progress is None:
-    report = run_keyed(run)
-  else:
-    with RunWatcher(run.validate(), on_progress):
+  with _young_objects_only(), _without_nagle():
+    if on_progress is None:
       report = run_keyed(run)
-  fig = explorer_figure(report, swaps_by_hint(run))
-  plt.close(fig)  # the caller displays it; not closing would draw it twice in a notebook
-  return report, fig
+    else:
+      with RunWatcher(run.validate(), on_progress):
+        report = run_keyed(run)
+  return report, explorer_figure(report, swaps_by_hint(run), fig)
+
+
+@contextmanager
+def _young_objects_only():
+  """Lets the run's cleanup collect only objects made during the run (`gc.freeze` meanwhile).
+
+  The cleanup's full collection (`mmkit.keyed.return_freed_memory`) walked every object of the
+  kernel, about 400,000 after Beam, torch and matplotlib are imported: a click took 1.10 s with
+  it, 0.92 s without (`python bench/explorer_click.py --clicks 9 --without gc`, load 2.6).
+  What the run leaves behind is all young, so freezing what was there before frees the same
+  models; unfreezing hands the old objects back to the collector unchanged.
+  """
+  gc.freeze()
+  try:
+    yield
+  finally:
+    gc.unfreeze()
+
+
+@contextmanager
+def _without_nagle():
+  """Beam's shared models answer through `multiprocessing` managers over localhost TCP; their
+  connections send small messages with Nagle's algorithm on (`TCP_NODELAY` off).
+
+  The handshake's last message and a new connection's first request are two writes in a row,
+  so the request waits for the server's delayed ACK: 40 ms per connection, ten a keyed run (the
+  RunInference setup's model status and model manager proxies). A click took 1.40 s with the
+  waits and 0.95 s without, for the same CPU time (`python bench/explorer_click.py --clicks 9
+  --without nagle`, load 2.6). Meanwhile this sets `TCP_NODELAY` on the connections this process
+  opens; the run is the same (same messages, same loads), only without the waits.
+  """
+  import multiprocessing.connection as connection
+
+  plain = connection.SocketClient
+
+  def socket_client(address):
+    conn = plain(address)
+    if connection.address_type(address) == "AF_INET":
+      with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the fd's socket, shared
+    return conn
+
+  connection.SocketClient = socket_client
+  try:
+    yield
+  finally:
+    connection.SocketClient = plain
 
 
 class Progress(dict):
@@ -239,30 +392,36 @@ class RunWatcher:
     )
 
   def _loop(self) -> None:
+    self._on_progress(self.progress())  # at once: a short run may end before the first interval
     while not self._stop.wait(self._interval):
       self._on_progress(self.progress())
 
 
 def memory_sparkline(memory: list[tuple[float, float]], width: int = 360, height: int = 60) -> str:
-  """The memory line so far as a small inline SVG: cheap enough to redraw four times a second."""
+  """The memory line so far, above its first sample, as a small inline SVG: cheap enough to redraw
+  four times a second. Above the start: a few models' MB would be a flat line on the kernel's."""
   if len(memory) < 2:
     return ""
   t_end = max(memory[-1][0], 1e-9)
-  top = max(mb for _, mb in memory) * 1.1
-  points = " ".join(f"{t / t_end * width:.1f},{height - mb / top * height:.1f}" for t, mb in memory)
+  base = memory[0][1]
+  top = max(max(mb for _, mb in memory) - base, 1.0) * 1.1
+  points = " ".join(
+    f"{t / t_end * width:.1f},{height - max(mb - base, 0.0) / top * height:.1f}" for t, mb in memory
+  )
   return (
     f'<svg class="mmkit-memory" width="{width}" height="{height}"'
     ' style="border:1px solid #ddd">'
     f'<polyline fill="none" stroke="#2ca02c" stroke-width="1.5" points="{points}"/></svg>'
-    f'<div style="font-size:11px;color:#555">memory so far: {memory[-1][1]:.0f} MB '
-    f"(peak {top / 1.1:.0f} MB) over {memory[-1][0]:.1f} s</div>"
+    f'<div style="font-size:11px;color:#555">memory so far: {memory[-1][1] - base:.0f} MB '
+    f"above the start (peak {top / 1.1:.0f} MB) over {memory[-1][0]:.1f} s</div>"
   )
 
 
 def figure_output(fig) -> dict:
   """The figure as an Output widget's display_data: one PNG, drawn once (no tight bounding box)."""
   buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=100)
+  # Compression level 1: a few KB more to send over localhost, 10 ms less to encode.
+  fig.savefig(buf, format="png", dpi=100, pil_kwargs={"compress_level": 1})
   return {
     "output_type": "display_data",
     "metadata": {},
@@ -287,13 +446,16 @@ def explorer(**defaults):
   stream = w.Dropdown(options=data.STREAMS, value=settings["stream"], description="stream")
   group = w.Dropdown(options=GROUPINGS, value=settings["group"], description="grouping")
   size = w.Dropdown(
-    options=[8.0, 16.0, 32.0, 64.0], value=settings["model_mb"], description="model MB"
+    options=sorted({*MODEL_SIZES, settings["model_mb"]}),
+    value=settings["model_mb"],
+    description="model MB",
   )
   button = w.Button(description="Run", button_style="primary", icon="play")
   status = w.HTML()
   served = w.IntProgress(value=0, min=0, max=settings["elements"], description="served")
   live = w.HTML()  # the memory line while a run goes
   out = w.Output()
+  figure = new_figure()  # one figure, redrawn by every click
 
   def show_progress(p: Progress) -> None:  # from the watcher thread: widget updates are thread-safe
     served.value = p["served"]
@@ -319,13 +481,14 @@ def explorer(**defaults):
         settings["batch_size"],
         settings["runner"],
         on_progress=show_progress if watch else None,
+        fig=figure,
       )
       out.outputs = (figure_output(fig),)  # replaced in one update: no flicker, no empty frame
       served.value = report.extra.get("elements_out", 0)
       live.value = ""
       status.value = (
         f"{report.loads} loads, {report.releases} releases, "
-        f"peak {report.peak_rss_mb:.0f} MB, "
+        f"peak {peak_above_start(report):.0f} MB above the start, "
         f"{report.seconds:.1f} s"
       )
     except Exception as error:  # shown in the UI: a widget callback's traceback is easy to miss

@@ -205,9 +205,9 @@ def test_explorer_in_jupyterlab(served, browser):
     page.wait_for_selector(".widget-slider", timeout=SLOW)
     shots = served / "shots"
     page.screenshot(path=shots / "lab-explorer.png")
-    first_status, first_src = _run_and_wait(page, shots, "lab-hint2")
-    _hint_to(page, 4)
-    second_status, second_src = _run_and_wait(page, shots, "lab-hint4")
+    first_status, first_src = _run_and_wait(page, shots, "lab-default")
+    _hint_to(page, 2)  # from the default (one hint per model): fewer models kept, more loads
+    second_status, second_src = _run_and_wait(page, shots, "lab-hint2")
     assert second_status != first_status, "the status did not change with the hint"
     assert second_src != first_src, "the figure was not redrawn"
     page.close()

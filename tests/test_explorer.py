@@ -2,13 +2,51 @@
 
 from __future__ import annotations
 
+import socket
+from multiprocessing.connection import Client, Listener
+
 from mmkit import data
 from mmkit.experiment import KeyedRun
-from mmkit.explorer import DEFAULTS, explore, explorer, memory_sparkline, served_before_load
+from mmkit.explorer import (
+  DEFAULTS,
+  _without_nagle,
+  explore,
+  explorer,
+  held_at_end,
+  memory_sparkline,
+  served_before_load,
+  swaps_by_hint,
+)
 from mmkit.pipelines import model_keys
 from mmkit.simulate import model_accesses, simulate_lru
 
 SMALL = dict(elements=128, batch_size=32, model_mb=8.0)
+DEFAULT_RUN = KeyedRun(**{k: v for k, v in DEFAULTS.items() if k != "hint"}, hint=1)
+
+
+def test_default_loads_fall_with_every_hint():
+  predicted = swaps_by_hint(DEFAULT_RUN)["lru"]  # Beam's LRU replayed on the default stream
+  loads = [predicted[h] for h in range(1, DEFAULTS["models"] + 1)]
+  assert all(a > b for a, b in zip(loads, loads[1:])), f"the slider would show {loads}"
+  assert loads[-1] == DEFAULTS["models"], "with room for every model, each loads once"
+
+
+def test_default_memory_steps_with_the_hint():
+  """Real traced runs at hint 1 and at one hint per model: loads as predicted, and the models
+  held when the pipeline ends show in memory above the start (one model against all)."""
+  models, size = DEFAULTS["models"], DEFAULTS["model_mb"]
+  predicted = swaps_by_hint(DEFAULT_RUN)["lru"]
+  explore(hint=1, elements=DEFAULTS["batch_size"])  # a process's first run also grows its heap
+  held = {}
+  for hint in (1, models):
+    report, fig = explore(hint=hint)
+    assert report.loads == predicted[hint]
+    assert report.max_resident <= hint, "a process held more models than the hint"
+    held[hint] = held_at_end(report)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert f"models in memory x {size:g} MB" in labels
+  # Expected: (models - 1) x size more; half of it leaves room for the allocator's noise.
+  assert held[models] - held[1] >= (models - 1) * size / 2, held
 
 
 def test_served_before_load_follows_the_lru_replay():
@@ -41,6 +79,24 @@ def test_run_button_redraws_status_and_progress():
   assert served.value == SMALL["elements"] and live.value == ""
   assert out.outputs, "no figure"
   first = status.value
-  controls.children[0].value = DEFAULTS["models"]  # hint: every model fits, so fewer loads
+  controls.children[0].value = 1  # hint 1: one model at a time, so more loads
   button.click()
+  predicted = swaps_by_hint(KeyedRun(**{**DEFAULTS, **SMALL, "hint": 1}))["lru"]
+  assert status.value.startswith(f"{predicted[1]} loads,"), status.value
   assert status.value != first and not button.disabled
+
+
+def test_connections_made_during_a_run_send_at_once():
+  """Beam's model proxies are `multiprocessing` connections: during a run they have Nagle off
+  (a new connection's first request waited 40 ms for a delayed ACK); outside it, Python's own."""
+
+  def nodelay(conn) -> int:
+    with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
+      return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+  with Listener(("127.0.0.1", 0)) as listener:  # no authkey: no handshake, no accept needed
+    with _without_nagle():
+      with Client(listener.address) as during:
+        assert nodelay(during)
+    with Client(listener.address) as after:
+      assert not nodelay(after)
