@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from mmkit import data
 from mmkit.experiment import KeyedRun, run_keyed
 from mmkit.pipelines import GROUPINGS, model_keys
-from mmkit.plots import LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR
+from mmkit.plots import LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR, above_start, resident_models
 from mmkit.simulate import (
   arrival_batches,
   lru_loads_by_capacity,
@@ -90,13 +90,6 @@ def swaps_by_hint(run: KeyedRun) -> dict[str, dict[int, int]]:
   }
 
 
-def above_start(report: RunReport) -> list[tuple[float, float]]:
-  """Memory of the process tree over the run, in MB above its first sample (the pre-run start)."""
-  timeline = report.memory_timeline()
-  base = timeline[0]["rss_mb"] if timeline else 0.0
-  return [(p["t"], p["rss_mb"] - base) for p in timeline]
-
-
 def peak_above_start(report: RunReport) -> float:
   """The run's peak memory above its start, MB: the models held at once, plus the state dict of
   a model being loaded when the sampler caught one."""
@@ -109,16 +102,6 @@ def held_at_end(report: RunReport) -> Optional[float]:
   at_end = report.extra.get("rss_at_end_mb")
   start = next((s["rss_mb"] for s in report.samples if s["pid"] == os.getpid()), None)
   return None if at_end is None or start is None else at_end - start
-
-
-def resident_models(report: RunReport) -> list[tuple[float, int]]:
-  """Models in memory (loaded, not yet freed) over the run, all processes: [(t, count)]."""
-  steps, held = [(0.0, 0)], 0
-  for e in report.events:
-    if e["event"] in ("load", "release"):
-      held += 1 if e["event"] == "load" else -1
-      steps.append((e["t"] - report.start, held))
-  return steps + [(report.seconds, held)]
 
 
 def new_figure() -> Figure:

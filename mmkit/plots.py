@@ -17,6 +17,8 @@ __all__ = [
   "workers_figure",
   "worker_names",
   "eviction_figure",
+  "above_start",
+  "resident_models",
   "accuracy_interval",
   "accuracy_figure",
 ]
@@ -79,14 +81,21 @@ def sweep_figure(
   return fig
 
 
-def _resident_total(report) -> list[tuple[float, int]]:
-  """Models in memory over the run, summed over processes (from `RunReport.resident_steps`)."""
-  held, total = {}, []
-  changes = sorted((t, pid, n) for pid, steps in report.resident_steps().items() for t, n in steps)
-  for t, pid, n in changes:
-    held[pid] = n
-    total.append((t, sum(held.values())))
-  return total
+def above_start(report) -> list[tuple[float, float]]:
+  """Memory of the process tree over the run, in MB above its first sample (the pre-run start)."""
+  timeline = report.memory_timeline()
+  base = timeline[0]["rss_mb"] if timeline else 0.0
+  return [(p["t"], p["rss_mb"] - base) for p in timeline]
+
+
+def resident_models(report) -> list[tuple[float, int]]:
+  """Models in memory (loaded, not yet freed) over the run, all processes: [(t, count)]."""
+  steps, held = [(0.0, 0)], 0
+  for e in report.events:
+    if e["event"] in ("load", "release"):
+      held += 1 if e["event"] == "load" else -1
+      steps.append((e["t"] - report.start, held))
+  return steps + [(report.seconds, held)]
 
 
 def memory_timeline_figure(
@@ -109,21 +118,18 @@ def memory_timeline_figure(
       2, 1, figsize=(8, 4.4), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
     )
   fig = ax.figure
-  timeline = report.memory_timeline()
-  base = timeline[0]["rss_mb"] if timeline else 0.0
   ax.plot(
-    [p["t"] for p in timeline],
-    [p["rss_mb"] - base for p in timeline],
+    *zip(*(above_start(report) or [(0.0, 0.0)])),
     color=MEMORY_COLOR,
     linewidth=1.2,
     label="memory above the start (process tree)",
   )
-  steps = _resident_total(report)
+  steps = resident_models(report)
   size = model_mb if model_mb is not None else report.extra.get("model_mb")
   if size and steps:
     ax.step(
-      [0.0] + [t for t, _ in steps],
-      [0.0] + [n * size for _, n in steps],
+      [t for t, _ in steps],
+      [n * size for _, n in steps],
       where="post",
       color="black",
       linestyle="--",
@@ -155,8 +161,8 @@ def memory_timeline_figure(
   else:
     if steps:
       models_ax.step(
-        [0.0] + [t for t, _ in steps],
-        [0] + [n for _, n in steps],
+        [t for t, _ in steps],
+        [n for _, n in steps],
         where="post",
         color=LOAD_COLOR,
         label="models resident",
@@ -187,7 +193,7 @@ def memory_timeline_figure(
   ax.set_title(
     title
     or f"hint={hint}: {report.loads} loads, {report.releases} releases, "
-    f"peak {report.peak_rss_mb - base:.0f} MB above the start",
+    f"peak {max((mb for _, mb in above_start(report)), default=0):.0f} MB above the start",
     fontsize=10,
   )
   fig.tight_layout()
@@ -273,11 +279,8 @@ def eviction_figure(report, title: Optional[str] = None):
   fig, (mem, held) = plt.subplots(
     2, 1, figsize=(10, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
   )
-  timeline = report.memory_timeline()
-  base = timeline[0]["rss_mb"] if timeline else 0.0
   mem.plot(
-    [p["t"] for p in timeline],
-    [p["rss_mb"] - base for p in timeline],
+    *zip(*(above_start(report) or [(0.0, 0.0)])),
     color=MEMORY_COLOR,
     linewidth=1.2,
     label="memory above the start (RSS, process tree)",
