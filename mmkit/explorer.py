@@ -27,7 +27,14 @@ from matplotlib.figure import Figure
 from mmkit import data
 from mmkit.experiment import KeyedRun, run_keyed
 from mmkit.pipelines import GROUPINGS, model_keys
-from mmkit.plots import LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR, above_start, resident_models
+from mmkit.plots import (
+  LOAD_COLOR,
+  MEMORY_COLOR,
+  RELEASE_COLOR,
+  above_start,
+  draw_models_memory,
+  resident_models,
+)
 from mmkit.simulate import (
   arrival_batches,
   lru_loads_by_capacity,
@@ -124,16 +131,7 @@ def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]], fig
   mem_ax.plot(*zip(*memory), color=MEMORY_COLOR, linewidth=1.4, label="memory above the start")
   size = report.extra.get("model_mb")
   steps = resident_models(report)
-  if size:
-    mem_ax.step(
-      [t for t, _ in steps],
-      [n * size for _, n in steps],
-      where="post",
-      color="black",
-      linestyle="--",
-      linewidth=1,
-      label=f"models in memory x {size:g} MB",
-    )
+  draw_models_memory(mem_ax, steps, size)
   top = max([mb for _, mb in memory] + [n * (size or 0) for _, n in steps] + [1.0]) * 1.12
   mem_ax.set_ylim(-0.22 * top, top)  # below zero: a lane of its own for the load/free ticks
   lane = mem_ax.get_xaxis_transform()  # x in seconds, y in axes fraction

@@ -18,6 +18,7 @@ __all__ = [
   "worker_names",
   "eviction_figure",
   "above_start",
+  "draw_models_memory",
   "resident_models",
   "accuracy_interval",
   "accuracy_figure",
@@ -98,6 +99,20 @@ def resident_models(report) -> list[tuple[float, int]]:
   return steps + [(report.seconds, held)]
 
 
+def draw_models_memory(ax, steps: list[tuple[float, int]], size: Optional[float]) -> None:
+  """The dashed line of what the models alone take: models in memory x `size` MB (04)."""
+  if size and steps:
+    ax.step(
+      [t for t, _ in steps],
+      [n * size for _, n in steps],
+      where="post",
+      color="black",
+      linestyle="--",
+      linewidth=0.9,
+      label=f"models in memory x {size:g} MB",
+    )
+
+
 def memory_timeline_figure(
   report,
   ax=None,
@@ -126,16 +141,7 @@ def memory_timeline_figure(
   )
   steps = resident_models(report)
   size = model_mb if model_mb is not None else report.extra.get("model_mb")
-  if size and steps:
-    ax.step(
-      [t for t, _ in steps],
-      [n * size for _, n in steps],
-      where="post",
-      color="black",
-      linestyle="--",
-      linewidth=0.9,
-      label=f"models resident x {size:g} MB",
-    )
+  draw_models_memory(ax, steps, size)
   end = report.extra.get("pipeline_end")
   xlabel = "seconds since the run started" + (" (dotted: pipeline done)" if end else "")
   for a in (ax, models_ax):
@@ -304,16 +310,8 @@ def eviction_figure(report, title: Optional[str] = None):
       held.step(*zip(*line), where="post", color=color, linestyle=style, label=name)
   size = _setting(report, "model_mb")
   in_memory = steps["in memory (not yet freed)"]
-  if size and in_memory:  # what the models alone would take, beside what the process holds
-    mem.step(
-      [t for t, _ in in_memory],
-      [n * size for _, n in in_memory],
-      where="post",
-      color="black",
-      linestyle="--",
-      linewidth=0.9,
-      label=f"models in memory x {size:g} MB",
-    )
+  draw_models_memory(mem, in_memory, size)  # beside what the process holds
+  if size and in_memory:
     mem.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
   if report.effective_cap is not None:
     held.axhline(
