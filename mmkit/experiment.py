@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -11,6 +12,7 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data, models
+from mmkit.faults import MEMORY_LIMIT_MECHANISM, memory_limit_error
 from mmkit.keyed import keyed_handler, release_resident_models, return_freed_memory
 from mmkit.pipelines import (
   GROUPINGS,
@@ -56,6 +58,7 @@ class KeyedRun:
     "none"  # none | gbk | batches: what reaches RunInference together (see KeyedInference)
   )
   spread: bool = False  # reshuffle after Create, so several worker processes share the elements
+  memory_limit_mb: Optional[float] = None  # end the run once its process tree holds more
 
   def validate(self) -> "KeyedRun":
     """Raises ValueError naming the bad setting and the fix; returns self."""
@@ -82,6 +85,8 @@ class KeyedRun:
       )
     if self.model_mb is not None and not self.model_mb > 0:
       raise ValueError(f"model_mb must be > 0, got {self.model_mb!r}.")
+    if self.memory_limit_mb is not None and not self.memory_limit_mb > 0:
+      raise ValueError(f"memory_limit_mb must be > 0, got {self.memory_limit_mb!r}.")
     return self
 
 
@@ -130,12 +135,21 @@ def keyed_pipeline(
 
 
 def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunReport:
-  """Runs the keyed pipeline once under a Tracer; the report's `extra` holds the run's settings."""
+  """Runs the keyed pipeline once under a Tracer; the report's `extra` holds the run's settings.
+
+  A run that fails part-way raises `mmkit.faults.RunFailed` (its memory limit passed:
+  `MemoryLimitExceeded`) with the report traced until then as `error.report`.
+  """
   run.validate()
+  if run.memory_limit_mb is not None and threading.current_thread() is not threading.main_thread():
+    raise ValueError(
+      "memory_limit_mb needs the run in the main thread (its watchdog ends the run with SIGINT, "
+      "which only the main thread takes): run it there, or without a limit."
+    )
   handlers = model_handlers(
     run.models, run.model_mb
   )  # made before tracing: sized models are built once
-  tracer, pipeline = Tracer(), None
+  tracer, pipeline = Tracer(memory_limit_mb=run.memory_limit_mb), None
   children_before = child_pids()
   try:
     with tracer, stop_workers_on_interrupt():
@@ -157,18 +171,31 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
     # processes, so the next run in this kernel starts clean.
     release_resident_models()
     stop_worker_processes(exclude=children_before)
-    tracer.close()
+    partial = _report(tracer, None, run, error=f"{type(error).__name__}: {error}")
+    if tracer.sampler.limit_reached is not None:  # the watchdog's SIGINT, whatever Beam made of it
+      raise memory_limit_error(partial, tracer.sampler.limit_reached) from None
     if isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error):
-      raise KeyboardInterrupt("run interrupted") from error  # Beam wraps the interrupt: unwrap it
+      interrupted = KeyboardInterrupt("run interrupted")  # Beam wraps the interrupt: unwrap it
+      interrupted.report = partial
+      raise interrupted from error
+    error.report = partial  # what was traced until then
     raise
   finally:
     if run.runner == "interactive" and pipeline is not None:
       forget_interactive_pipeline(pipeline)
-  report = tracer.report(
-    result, **asdict(run), **predicted_loads(run), **memory, pipeline_end=pipeline_end
-  )
+  return _report(tracer, result, run, **memory, pipeline_end=pipeline_end)
+
+
+def _report(
+  tracer: Tracer, result, run: KeyedRun, error: Optional[str] = None, **extra
+) -> RunReport:
+  """The run's RunReport: settings, predictions and counts in `extra`; `error` None: finished."""
+  report = tracer.report(result, **asdict(run), **predicted_loads(run), **extra)
+  if run.memory_limit_mb is not None:
+    report.extra["memory_limit_by"] = MEMORY_LIMIT_MECHANISM
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   report.extra["dead_letters"] = report.counts.get("dead_letters", 0)
+  report.extra["error"] = error
   return report
 
 

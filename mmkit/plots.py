@@ -12,6 +12,7 @@ __all__ = [
   "workers_figure",
   "worker_names",
   "eviction_figure",
+  "memory_limit_figure",
 ]
 
 LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR = "#1f77b4", "#d62728", "#2ca02c"
@@ -233,5 +234,38 @@ def eviction_figure(report, title: Optional[str] = None):
   held.set_xlabel("seconds since the run started")
   held.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
   mem.set_title(title or f"hint={report.extra.get('hint')}: evicted, freed, returned", fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def memory_limit_figure(reports: Sequence, title: Optional[str] = None):
+  """Runs under a memory limit side by side: memory over each run, the limit, how each ended (04).
+
+  A run the watchdog ended stops where its memory passed the limit; its panel says so.
+  """
+  fig, axes = plt.subplots(
+    1, len(reports), figsize=(5.5 * len(reports), 3.4), sharey=True, squeeze=False
+  )
+  for ax, report in zip(axes[0], reports):
+    limit, error = report.extra.get("memory_limit_mb"), report.extra.get("error")
+    outcome = "ended by the limit" if error else "finished"
+    memory_timeline_figure(
+      report,
+      ax=ax,
+      title=f"hint={report.extra.get('hint')}: {outcome}, {report.loads} loads, "
+      f"peak {report.peak_rss_mb:.0f} MB",
+    )
+    if limit is not None:
+      ax.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"limit {limit:g} MB")
+    reached = report.extra.get("memory_limit_reached_s")
+    if reached is not None:
+      ax.axvline(reached, color=MEMORY_COLOR, linestyle=":", linewidth=1.2, label="limit passed")
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
+  top = max(
+    [r.peak_rss_mb for r in reports] + [r.extra.get("memory_limit_mb") or 0 for r in reports]
+  )
+  axes[0][0].set_ylim(0, top * 1.12)
+  if title:
+    fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   return fig

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Optional, Sequence
 
 from mmkit import data
@@ -47,18 +48,32 @@ def sweep_reports(
   progress: bool = True,
   isolate: bool = True,
   spread: bool = False,
+  memory_limit_mb: Optional[float] = None,
 ) -> list:
   """One traced keyed run per hint; returns their RunReports (timelines included).
 
   `isolate` runs each hint in a fresh process, so peak memory compares like with like.
+  A run that fails (`mmkit.faults.RunFailed`: its `memory_limit_mb` passed, say) gives the
+  report traced until then, its `extra["error"]` saying why, and the sweep goes on.
   """
   from tqdm.auto import tqdm
 
   from mmkit.experiment import KeyedRun, run_keyed
+  from mmkit.faults import RunFailed
 
   runs = [
     KeyedRun(
-      models, hint, elements, stream, model_mb, batch_size, runner, seed, group, spread
+      models,
+      hint,
+      elements,
+      stream,
+      model_mb,
+      batch_size,
+      runner,
+      seed,
+      group,
+      spread,
+      memory_limit_mb,
     ).validate()
     for hint in hints
   ]
@@ -66,7 +81,10 @@ def sweep_reports(
   bar = tqdm(runs, desc="sweep", unit="run", disable=not progress, file=sys.stderr)
   for run in bar:
     bar.set_postfix_str(f"hint={run.hint}")
-    reports.append(_run_in_fresh_process(run) if isolate else run_keyed(run))
+    try:
+      reports.append(_run_in_fresh_process(run) if isolate else run_keyed(run))
+    except RunFailed as failure:
+      reports.append(failure.report or _empty_report(run, str(failure)))
   return reports
 
 
@@ -83,14 +101,38 @@ def _run_in_fresh_process(run):
   """
   import multiprocessing
   from concurrent.futures import ProcessPoolExecutor
+  from concurrent.futures.process import BrokenProcessPool
 
   from mmkit.experiment import run_keyed
+  from mmkit.faults import RunFailed, exit_cause
   from mmkit.notebook import quiet_logging
 
   with ProcessPoolExecutor(
     max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=quiet_logging
   ) as pool:
-    return pool.submit(run_keyed, run).result()
+    future = pool.submit(run_keyed, run)
+    processes = list(getattr(pool, "_processes", {}).values())  # to read how it ended
+    try:
+      return future.result()
+    except BrokenProcessPool:
+      codes = [p.exitcode for p in processes if p.exitcode]
+      message = (
+        f"the run's own process {exit_cause(codes[0] if codes else None)}; "
+        "nothing it traced could be read"
+      )
+      raise RunFailed(message, _empty_report(run, message)) from None
+
+
+def _empty_report(run, error: str):
+  """A report holding only the run's settings and its error: the row of a run that left no trace."""
+  from dataclasses import asdict
+
+  from mmkit.experiment import predicted_loads
+  from mmkit.tracing import RunReport
+
+  now = time.time()
+  extra = {**asdict(run), **predicted_loads(run), "elements_out": 0, "dead_letters": 0}
+  return RunReport([], [], now, now, None, {**extra, "error": error})
 
 
 def format_table(rows: list[dict]) -> str:
@@ -98,7 +140,9 @@ def format_table(rows: list[dict]) -> str:
   import pandas as pd
 
   frame = pd.DataFrame(rows)
-  return frame[[c for c in COLUMNS if c in frame]].to_string(index=False)
+  table = frame[[c for c in COLUMNS if c in frame]].to_string(index=False)
+  failed = [f"hint {r['hint']} failed: {r['error']}" for r in rows if r.get("error")]
+  return "\n".join([table, *failed])
 
 
 def write_outputs(reports: list, out_dir: str) -> list[str]:
@@ -156,6 +200,8 @@ def _check(args) -> Optional[str]:
     return "--spread needs --runner multiprocess (one process has nothing to spread over)"
   if args.model_mb is not None and args.model_mb <= 0:
     return f"--model-mb must be > 0, got {args.model_mb}"
+  if args.memory_limit_mb is not None and args.memory_limit_mb <= 0:
+    return f"--memory-limit-mb must be > 0, got {args.memory_limit_mb:g}"
   if args.model_mb is None and args.models > len(data.SOURCES):
     return (
       f"--models {args.models} needs --model-mb: only {len(data.SOURCES)} specialist models ship "
@@ -181,6 +227,7 @@ def run_command(args, parser) -> int:
     args.group,
     progress=not args.no_progress,
     spread=args.spread,
+    memory_limit_mb=args.memory_limit_mb,
   )
   rows = [r.summary() for r in reports]
   print(json.dumps(rows, indent=1) if args.json else format_table(rows))
@@ -237,6 +284,14 @@ def add_parser(commands) -> None:
     action="store_true",
     help="reshuffle the elements so every worker process gets some (multiprocess); "
     "loses the stream's order, so no simulated loads",
+  )
+  p.add_argument(
+    "--memory-limit-mb",
+    type=float,
+    default=None,
+    metavar="M",
+    help="end a run once its processes hold more than M MB (resident, as peak_rss_mb counts "
+    "them); its row's error says so and the sweep goes on",
   )
   p.add_argument("--seed", type=int, default=0, help="seed of the key stream and the examples")
   p.add_argument("--out", metavar="DIR", help="also write sweep.csv and sweep.png here")

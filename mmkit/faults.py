@@ -1,0 +1,87 @@
+"""Runs that fail part-way: one line says why, the partial trace is kept (taught in 04_memory).
+
+A sweep is only as useful as its worst run. A run that passes its memory limit, loses a worker
+process or finds a model file gone ends cleanly and raises `RunFailed` (a RuntimeError): its
+message names the cause in one line, and `error.report` is the `RunReport` traced until then,
+so the loads, the memory and the models resident are not lost with the run.
+
+Why `--memory-limit-mb` is a watchdog and no kernel limit: Linux ignores RLIMIT_RSS, and
+cgroups are not ours to change. RLIMIT_AS and RLIMIT_DATA count address space, not resident
+memory, and per process, not per process tree. Measured on a run of 8 synthetic 64 MB models
+(64 elements, batches of 8): hint 8 peaked at 1,033 MB resident and 1,283 MB of data segment,
+while hint 2 on a cycling stream peaked at 654 MB resident but 1,900 MB of data segment (each
+evicted model's proxy server keeps two threads, each with a stack), and VmSize was 2.4-3.4 GB
+for both. Any RLIMIT_DATA that stops hint 8 stops the hint-2 run, which fits, first. So the
+memory sampler's own process (`mmkit.memwatch`) is the watchdog: it sums the tree's resident
+memory as `peak_rss_mb` does, every 50 ms, and sends SIGINT to the run's process the moment
+the sum passes the limit; the kit's interrupt handling ends the run (`mmkit.workers`).
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Optional
+
+__all__ = [
+  "RunFailed",
+  "MemoryLimitExceeded",
+  "MEMORY_LIMIT_MECHANISM",
+  "memory_limit_error",
+  "resident_models_text",
+  "exit_cause",
+]
+
+MEMORY_LIMIT_MECHANISM = "watchdog"  # see the module docstring: no kernel limit fits
+
+
+class RunFailed(RuntimeError):
+  """A run that ended early: the message says why; `report` is what was traced until then."""
+
+  def __init__(self, message: str, report: Any = None):
+    super().__init__(message)
+    self.report = report  # a RunReport, or None where nothing could be read
+
+
+class MemoryLimitExceeded(RunFailed):
+  """The run's process tree passed its memory limit (`--memory-limit-mb`)."""
+
+
+def resident_models_text(report: Any, t: float) -> str:
+  """'3 models resident: a, b, c' at time `t`, per process where several held models."""
+  held = report.resident_at(t)
+  n = sum(len(keys) for keys in held.values())
+  if not held:
+    return "no model resident"
+  if len(held) == 1:
+    (keys,) = held.values()
+    return f"{n} models resident: {', '.join(keys)}"
+  per_process = "; ".join(f"pid {pid}: {', '.join(keys)}" for pid, keys in sorted(held.items()))
+  return f"{n} models resident ({per_process})"
+
+
+def memory_limit_error(report: Any, reached: dict) -> MemoryLimitExceeded:
+  """The one-line error of a run the watchdog ended, the partial report attached."""
+  message = (
+    f"memory limit reached: the run's processes held {reached['rss_mb']:.0f} MB, above the "
+    f"limit of {reached['limit_mb']:g} MB ({MEMORY_LIMIT_MECHANISM}), with "
+    f"{resident_models_text(report, reached['t'])}; run ended after {report.loads} loads"
+  )
+  report.extra["error"] = message
+  report.extra["memory_limit_reached_s"] = round(reached["t"] - report.start, 3)
+  return MemoryLimitExceeded(message, report)
+
+
+def exit_cause(code: Optional[int]) -> str:
+  """How a process ended, from its exit code (negative: the signal), with the likely cause."""
+  if code is None:
+    return "ended abruptly"
+  if code < 0:
+    try:
+      name = signal.Signals(-code).name
+    except ValueError:
+      name = "an unknown signal"
+    likely = (
+      ": out of memory? (the kernel's OOM killer sends it)" if -code == signal.SIGKILL else ""
+    )
+    return f"was killed by signal {-code} ({name}){likely}"
+  return f"exited with status {code}"

@@ -1,0 +1,50 @@
+"""Faults during a run: a memory limit passed, a worker killed, a model file gone (issue 14)."""
+
+import json
+import re
+
+from mmkit.__main__ import main
+from mmkit.sweep import sweep_reports
+
+# 8 synthetic 64 MB models in key order: hint 2 holds 2 of them at once, hint 8 all 8.
+EXAMPLE = dict(models=8, elements=128, stream="sorted", model_mb=64, batch_size=8)
+
+
+def test_a_run_past_its_memory_limit_ends_with_a_row_saying_so_and_the_sweep_goes_on(capsys):
+  # What hint 2 needs, measured as the sweep measures it (a fresh process); the limit is two
+  # models above it (a load briefly holds a second copy of one), hint 8 needs six more.
+  (measured,) = sweep_reports(hints=[2], progress=False, **EXAMPLE)
+  limit = round(measured.peak_rss_mb + 128)
+  args = [f"--{k.replace('_', '-')}={v}" for k, v in EXAMPLE.items()]
+  # The command line's own code, called here: its runs still each get a fresh process.
+  status = main(
+    [
+      "sweep",
+      *args,
+      "--hints",
+      "8",
+      "2",
+      "--memory-limit-mb",
+      str(limit),
+      "--json",
+      "--no-progress",
+    ]
+  )
+  out = capsys.readouterr()
+  assert status == 0, out.err
+  failed, finished = json.loads(out.out)
+  assert finished["hint"] == 2 and finished["error"] is None
+  assert finished["elements_out"] == 128 and finished["peak_rss_mb"] <= limit
+  assert failed["hint"] == 8 and failed["elements_out"] < 128
+  error = failed["error"]
+  assert "\n" not in error and failed["memory_limit_by"] == finished["memory_limit_by"]
+  held = re.fullmatch(
+    rf"memory limit reached: the run's processes held (\d+) MB, above the limit of {limit} MB "
+    r"\(watchdog\), with (\d+) models resident: ([\w, -]+); run ended after (\d+) loads",
+    error,
+  )
+  assert held, error
+  keys = held.group(3).split(", ")
+  assert int(held.group(1)) > limit and int(held.group(2)) == len(keys) >= 3
+  assert set(keys) <= set(failed["loads_by_key"]) and failed["loads"] == int(held.group(4))
+  assert failed["peak_rss_mb"] >= int(held.group(1))  # the partial trace is kept
