@@ -12,7 +12,11 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mmkit import data, models
-from mmkit.faults import MEMORY_LIMIT_MECHANISM, memory_limit_error
+from mmkit.faults import (
+  MEMORY_LIMIT_MECHANISM,
+  memory_limit_error,
+  worker_died_error,
+)
 from mmkit.keyed import keyed_handler, release_resident_models, return_freed_memory
 from mmkit.pipelines import (
   GROUPINGS,
@@ -138,7 +142,8 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   """Runs the keyed pipeline once under a Tracer; the report's `extra` holds the run's settings.
 
   A run that fails part-way raises `mmkit.faults.RunFailed` (its memory limit passed:
-  `MemoryLimitExceeded`) with the report traced until then as `error.report`.
+  `MemoryLimitExceeded`; a worker process killed: `WorkerDied`) with the report traced until
+  then as `error.report`.
   """
   run.validate()
   if run.memory_limit_mb is not None and threading.current_thread() is not threading.main_thread():
@@ -149,10 +154,10 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   handlers = model_handlers(
     run.models, run.model_mb
   )  # made before tracing: sized models are built once
-  tracer, pipeline = Tracer(memory_limit_mb=run.memory_limit_mb), None
+  tracer, pipeline, stop = Tracer(memory_limit_mb=run.memory_limit_mb), None, None
   children_before = child_pids()
   try:
-    with tracer, stop_workers_on_interrupt():
+    with tracer, stop_workers_on_interrupt() as stop:
       pipeline = keyed_pipeline(
         run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, options, tracer.log_dir
       )
@@ -174,6 +179,8 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
     partial = _report(tracer, None, run, error=f"{type(error).__name__}: {error}")
     if tracer.sampler.limit_reached is not None:  # the watchdog's SIGINT, whatever Beam made of it
       raise memory_limit_error(partial, tracer.sampler.limit_reached) from None
+    if stop is not None and stop.deaths:  # a worker died: Beam would have waited for it forever
+      raise worker_died_error(partial, stop.deaths[0]) from None
     if isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error):
       interrupted = KeyboardInterrupt("run interrupted")  # Beam wraps the interrupt: unwrap it
       interrupted.report = partial

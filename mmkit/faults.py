@@ -25,10 +25,12 @@ from typing import Any, Optional
 __all__ = [
   "RunFailed",
   "MemoryLimitExceeded",
+  "WorkerDied",
   "MEMORY_LIMIT_MECHANISM",
   "memory_limit_error",
   "resident_models_text",
   "exit_cause",
+  "worker_died_error",
 ]
 
 MEMORY_LIMIT_MECHANISM = "watchdog"  # see the module docstring: no kernel limit fits
@@ -44,6 +46,10 @@ class RunFailed(RuntimeError):
 
 class MemoryLimitExceeded(RunFailed):
   """The run's process tree passed its memory limit (`--memory-limit-mb`)."""
+
+
+class WorkerDied(RunFailed):
+  """A worker process of the run died under it (killed, as by the kernel's OOM killer)."""
 
 
 def resident_models_text(report: Any, t: float) -> str:
@@ -71,17 +77,45 @@ def memory_limit_error(report: Any, reached: dict) -> MemoryLimitExceeded:
   return MemoryLimitExceeded(message, report)
 
 
-def exit_cause(code: Optional[int]) -> str:
-  """How a process ended, from its exit code (negative: the signal), with the likely cause."""
+def exit_cause(code: Optional[int], via_shell: bool = False) -> str:
+  """How a process ended, from its exit code (negative: the signal), with the likely cause.
+
+  `via_shell`: the code is that of a shell that ran it, which exits 128 + N when the process
+  was killed by signal N (Beam starts its workers so).
+  """
   if code is None:
     return "ended abruptly"
-  if code < 0:
-    try:
-      name = signal.Signals(-code).name
-    except ValueError:
-      name = "an unknown signal"
-    likely = (
-      ": out of memory? (the kernel's OOM killer sends it)" if -code == signal.SIGKILL else ""
-    )
-    return f"was killed by signal {-code} ({name}){likely}"
-  return f"exited with status {code}"
+  number = -code if code < 0 else code - 128 if via_shell and 128 < code < 128 + 65 else None
+  if number is None:
+    return f"exited with status {code}"
+  try:
+    name = signal.Signals(number).name
+  except ValueError:
+    name = "unknown signal"
+  likely = ": out of memory? (the kernel's OOM killer sends it)" if number == signal.SIGKILL else ""
+  return f"was killed by signal {number} ({name}){likely}"
+
+
+def worker_died_error(report: Any, death: dict) -> WorkerDied:
+  """The one-line error of a run whose worker process died under it, the partial report attached.
+
+  `death` is `mmkit.workers.RunStop.deaths[0]`; the worker's own pid is the sampled worker
+  process whose parent was the shell Beam started it with. Workers are numbered as
+  `mmkit.plots.worker_names` does: by process id.
+  """
+  workers = sorted({s["pid"] for s in report.samples if s.get("role") == "worker"})
+  dead = [
+    s["pid"]
+    for s in report.samples
+    if s.get("role") == "worker" and s.get("ppid") == death.get("shell_pid")
+  ]
+  if dead:
+    who = f"worker process {dead[0]} (worker {workers.index(dead[0]) + 1} of {len(workers)})"
+  else:  # it died before the sampler saw it
+    who = f"a worker process (Beam's {death.get('worker_id')}, shell pid {death.get('shell_pid')})"
+  message = (
+    f"{who} {exit_cause(death['returncode'], via_shell=True)}; the run was ended after "
+    f"{report.loads} loads, {report.counts.get('elements_out', 0)} elements served"
+  )
+  report.extra["error"] = message
+  return WorkerDied(message, report)

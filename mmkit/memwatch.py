@@ -2,10 +2,11 @@
 
     python -m mmkit.memwatch ROOT_PID [--interval 0.05] [--refresh-every 10] [--limit-mb M]
 
-prints one JSON line per process per sample (`t`, `pid`, `rss_mb`, `role`) until its standard
-input closes or the root process ends. With `--limit-mb` it is also the run's memory watchdog:
-the first sample whose total passes M MB prints a `{"event": "memory_limit", ...}` line and
-sends SIGINT to the root, which ends the run (`mmkit.faults` says why no kernel limit fits).
+prints one JSON line per process per sample (`t`, `pid`, `rss_mb`, `role`, `ppid`) until its
+standard input closes or the root process ends. With `--limit-mb` it is also the run's memory
+watchdog: the first sample whose total passes M MB prints a `{"event": "memory_limit", ...}`
+line and sends SIGINT to the root, which ends the run (`mmkit.faults` says why no kernel limit
+fits).
 `mmkit.tracing.MemorySampler` runs it beside a pipeline: a sampling *thread* inside the
 pipeline's process competes for the GIL with Beam's threads (a thrashing run keeps two per
 model load), and measured that way it cost a swapping run 5-8% of its time
@@ -56,6 +57,7 @@ class TreeSampler:
     self.skip = set(skip)
     self.procs: list[psutil.Process] = [self.root]
     self.roles: dict[int, str] = {}
+    self.parents: dict[int, int] = {}  # pid -> parent pid: ties a worker to Beam's shell
 
   def sample(self, refresh: bool = True) -> list[dict]:
     if refresh:
@@ -74,7 +76,19 @@ class TreeSampler:
         continue
       if proc.pid not in self.roles:
         self.roles[proc.pid] = process_role(proc, self.root.pid)
-      samples.append({"t": now, "pid": proc.pid, "rss_mb": rss, "role": self.roles[proc.pid]})
+        try:
+          self.parents[proc.pid] = proc.ppid()
+        except psutil.Error:
+          self.parents[proc.pid] = 0
+      samples.append(
+        {
+          "t": now,
+          "pid": proc.pid,
+          "rss_mb": rss,
+          "role": self.roles[proc.pid],
+          "ppid": self.parents[proc.pid],
+        }
+      )
     return samples
 
 

@@ -245,7 +245,7 @@ class MemorySampler:
     self.in_process = in_process
     self.limit_mb = limit_mb  # the watchdog: SIGINT to this process once the tree passes it
     self.limit_reached: Optional[dict] = None  # {"t", "rss_mb", "limit_mb", "processes"}
-    self.samples: list[dict] = []  # {"t", "pid", "rss_mb", "role"}
+    self.samples: list[dict] = []  # {"t", "pid", "rss_mb", "role", "ppid"}
     self._tree = TreeSampler()
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None

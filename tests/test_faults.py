@@ -3,6 +3,8 @@
 import json
 import re
 
+import pytest
+
 from mmkit.__main__ import main
 from mmkit.sweep import sweep_reports
 
@@ -48,3 +50,42 @@ def test_a_run_past_its_memory_limit_ends_with_a_row_saying_so_and_the_sweep_goe
   assert int(held.group(1)) > limit and int(held.group(2)) == len(keys) >= 3
   assert set(keys) <= set(failed["loads_by_key"]) and failed["loads"] == int(held.group(4))
   assert failed["peak_rss_mb"] >= int(held.group(1))  # the partial trace is kept
+
+
+def test_a_worker_killed_mid_run_ends_it_with_one_error_naming_the_process_and_the_cause():
+  import os
+  import subprocess
+  import sys
+
+  script = os.path.join(os.path.dirname(__file__), "killed_worker_run.py")
+  # A session of its own: if the run hangs, the whole group (Beam's workers too) is killed.
+  child = subprocess.Popen(
+    [sys.executable, script],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,
+  )
+  try:
+    stdout, stderr = child.communicate(timeout=120)
+  except subprocess.TimeoutExpired:
+    os.killpg(child.pid, 9)
+    stdout, stderr = child.communicate()
+    pytest.fail(f"the run with a killed worker hung:\n{stderr[-3000:]}")
+  assert child.returncode == 0, stderr[-3000:]
+  outcome = json.loads(stdout.strip().splitlines()[-1])
+  killed = outcome["killed"]
+  assert "error" in outcome, outcome  # WorkerDied was raised
+  assert re.fullmatch(
+    rf"worker process {killed['pid']} \(worker [12] of 2\) was killed by signal 9 \(SIGKILL\): "
+    r"out of memory\? \(the kernel's OOM killer sends it\); the run was ended after \d+ loads, "
+    r"\d+ elements served",
+    outcome["error"],
+  ), outcome["error"]
+  assert outcome["report_error"] == outcome["error"]
+  # The partial report keeps what the trace held when the worker died.
+  assert outcome["report_loads_of_killed"] >= killed["loads_before"] >= 1
+  assert outcome["children_left"] == []
+  # Beam's errors about the broken streams are the death's echoes: kept off the screen.
+  assert "Traceback" not in stderr and "Exception in thread" not in stderr, stderr[-3000:]
+  assert outcome["next_elements_out"] == 30 and outcome["next_error"] is None
