@@ -15,6 +15,7 @@ from mmkit import data, models
 from mmkit.faults import (
   MEMORY_LIMIT_MECHANISM,
   memory_limit_error,
+  model_file_error,
   worker_died_error,
 )
 from mmkit.keyed import keyed_handler, release_resident_models, return_freed_memory
@@ -142,8 +143,9 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   """Runs the keyed pipeline once under a Tracer; the report's `extra` holds the run's settings.
 
   A run that fails part-way raises `mmkit.faults.RunFailed` (its memory limit passed:
-  `MemoryLimitExceeded`; a worker process killed: `WorkerDied`) with the report traced until
-  then as `error.report`.
+  `MemoryLimitExceeded`; a worker process killed: `WorkerDied`; a model file that failed to
+  load: `ModelFileFailed`, its elements dead letters) with the report traced until then as
+  `error.report`.
   """
   run.validate()
   if run.memory_limit_mb is not None and threading.current_thread() is not threading.main_thread():
@@ -190,7 +192,10 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   finally:
     if run.runner == "interactive" and pipeline is not None:
       forget_interactive_pipeline(pipeline)
-  return _report(tracer, result, run, **memory, pipeline_end=pipeline_end)
+  report = _report(tracer, result, run, **memory, pipeline_end=pipeline_end)
+  if report.load_failures():  # their elements are dead letters: the run says what was lost
+    raise model_file_error(report)
+  return report
 
 
 def _report(

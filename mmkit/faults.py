@@ -26,11 +26,15 @@ __all__ = [
   "RunFailed",
   "MemoryLimitExceeded",
   "WorkerDied",
+  "ModelFileFailed",
+  "ModelLoadError",
   "MEMORY_LIMIT_MECHANISM",
   "memory_limit_error",
   "resident_models_text",
   "exit_cause",
   "worker_died_error",
+  "model_file_error",
+  "model_path_of",
 ]
 
 MEMORY_LIMIT_MECHANISM = "watchdog"  # see the module docstring: no kernel limit fits
@@ -50,6 +54,55 @@ class MemoryLimitExceeded(RunFailed):
 
 class WorkerDied(RunFailed):
   """A worker process of the run died under it (killed, as by the kernel's OOM killer)."""
+
+
+class ModelFileFailed(RunFailed):
+  """A model file failed to load during the run (deleted or changed after it was validated)."""
+
+
+class ModelLoadError(RuntimeError):
+  """One model could not be loaded: names the key and the file (raised inside the pipeline)."""
+
+  def __init__(self, message: str, key: Any = None, path: Optional[str] = None):
+    super().__init__(message)  # one argument: the error pickles (worker processes)
+    self.key, self.path = key, path
+
+  @classmethod
+  def of(cls, key: Any, path: Optional[str], error: BaseException) -> "ModelLoadError":
+    detail = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    return cls(
+      f"model file {path} for key {key!r} could not be loaded ({detail}): it was deleted or "
+      "changed after the run was validated? Restore it, or check it with "
+      "mmkit.validate.check_state_dict.",
+      key,
+      path,
+    )
+
+
+def model_path_of(handler: Any) -> Optional[str]:
+  """The file a model handler loads from (a traced handler's inner one's), or None."""
+  while handler is not None:
+    for name in ("_state_dict_path", "_model_uri"):
+      path = getattr(handler, name, None)
+      if path:
+        return str(path)
+    handler = getattr(handler, "inner", None)
+  return None
+
+
+def model_file_error(report: Any) -> ModelFileFailed:
+  """The one-line error of a run whose model files failed to load; counts what was not served."""
+  failures = report.load_failures()
+  first = failures[0]
+  more = f" (and {len(failures) - 1} more keys)" if len(failures) > 1 else ""
+  message = (
+    f"model file {first['path']} for key {first['key']!r} could not be loaded during the run "
+    f"({first['error'].split(':')[0]}: deleted or changed after it was validated?){more}: "
+    f"{report.counts.get('dead_letters', 0)} elements not served (dead letters), "
+    f"{report.counts.get('elements_out', 0)} served"
+  )
+  report.extra["error"] = message
+  return ModelFileFailed(message, report)
 
 
 def resident_models_text(report: Any, t: float) -> str:

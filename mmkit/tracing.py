@@ -386,6 +386,14 @@ class RunReport:
         totals[e["key"]] = totals.get(e["key"], 0) + e["n"]
     return totals
 
+  def load_failures(self) -> list[dict]:
+    """Models that failed to load, once per process and key: {"key", "path", "error", "pid"}."""
+    return [
+      {k: e.get(k) for k in ("key", "path", "error", "pid")}
+      for e in self.events
+      if e["event"] == "load_failed"
+    ]
+
   @property
   def beam_loads(self) -> Optional[int]:
     """Beam's own total load count, None where the runner reports no metrics."""
