@@ -15,6 +15,8 @@ The notebooks in `notebooks/` tell the story; each module here holds the code th
 - `simulate`: Beam's LRU replayed without Beam, Belady's optimum, working sets (04, 05).
 - `experiment`, `explorer`, `capacity`, `workers`: one traced run, the hint widget, sizing a
   worker, and stopping a run cleanly (04).
+- `faults`: a run that fails part-way (memory limit passed, worker killed, model file gone)
+  says why in one line and keeps its partial report (04).
 - `sweep`, `benchmark`, `fastpath`: `python -m mmkit sweep` (the main job) and `bench` (01).
 - `notebook`: quiet imports and plot defaults for every notebook.
 """

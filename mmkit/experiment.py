@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -119,13 +120,16 @@ def keyed_pipeline(
   handlers: dict,
   options: Optional[PipelineOptions] = None,
   log_dir: Optional[str] = None,
+  pipeline: Optional[beam.Pipeline] = None,
 ) -> beam.Pipeline:
-  """The keyed pipeline of `run` over `handlers` (traced or not), built but not run."""
+  """The keyed pipeline of `run` over `handlers` (traced or not), built but not run.
+
+  Built into `pipeline` if given (else a new one on `run.runner`)."""
   keys = model_keys(run.models)
   examples = keyed_examples(
     data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed
   )
-  pipeline = new_pipeline(run.runner, options)
+  pipeline = pipeline if pipeline is not None else new_pipeline(run.runner, options)
   _ = (
     pipeline
     # Keep the stream's order: swaps depend on it. With several worker processes that sends
@@ -160,8 +164,14 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   children_before = child_pids()
   try:
     with tracer, stop_workers_on_interrupt() as stop:
-      pipeline = keyed_pipeline(
-        run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, options, tracer.log_dir
+      # Made first, so a run stopped while its pipeline is built still removes its temp dir.
+      pipeline = new_pipeline(run.runner, options)
+      keyed_pipeline(
+        run,
+        {k: tracer.wrap(mh, k) for k, mh in handlers.items()},
+        options,
+        tracer.log_dir,
+        pipeline,
       )
       result = pipeline.run()
       result.wait_until_finish()
@@ -178,6 +188,8 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
     # processes, so the next run in this kernel starts clean.
     release_resident_models()
     stop_worker_processes(exclude=children_before)
+    if pipeline is not None and run.runner != "interactive":  # Beam removes it after a run only
+      shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
     partial = _report(tracer, None, run, error=f"{type(error).__name__}: {error}")
     if tracer.sampler.limit_reached is not None:  # the watchdog's SIGINT, whatever Beam made of it
       raise memory_limit_error(partial, tracer.sampler.limit_reached) from None

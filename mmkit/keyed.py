@@ -128,6 +128,8 @@ class ObservedModelManager(_ModelHandlerManager):
       tag = self._tag_map.get(key)
       if tag is not None and tag not in self._proxy_map:
         del self._tag_map[key]
+        # Its server never started: only the rendezvous lock was written (and is free).
+        _remove_rendezvous_files(os.path.join(tempfile.gettempdir(), tag + ".address"))
       failure = ModelLoadError.of(key, model_path_of(self._mh_map.get(key)), error)
       self._failed[key] = failure
       _record(self._mh_map.get(key), "load_failed", path=failure.path, error=str(failure))

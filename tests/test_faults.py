@@ -129,3 +129,34 @@ def test_a_model_file_gone_after_validation_fails_the_run_naming_it_and_loses_no
   assert report.counts == {"elements_out": 40, "dead_letters": 20}  # every element counted
   assert report.loads_by_key.keys() == {"clean", "rotated"}
   assert [f["key"] for f in report.load_failures()] == ["noisy"]  # read once, not per element
+
+
+def test_mixed_runs_in_one_process_leave_nothing_behind():
+  # bench/many_runs.py, short: thrashing, grouped, interrupted and failed runs (memory limit,
+  # a corrupted model file) one after another in one process, its temp dir its own.
+  import os
+  import subprocess
+  import sys
+
+  script = os.path.join(os.path.dirname(__file__), "..", "bench", "many_runs.py")
+  proc = subprocess.run(
+    [sys.executable, script, "--runs", "6", "--warmup", "1", "--json"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  figures = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert figures["ends"] == {
+    "thrashing": {"finished": 1},
+    "gbk": {"finished": 1},
+    "interrupted": {"interrupted": 1},
+    "memory-limit": {"MemoryLimitExceeded": 1},
+    "batches": {"finished": 1},
+    "file-gone": {"ModelFileFailed": 1},
+  }
+  before, after = figures["before"], figures["after"]
+  # No thread, open file, socket or process; no temp dir, trace dir or rendezvous file.
+  for name in ("threads", "os_threads", "fds", "sockets"):
+    assert after[name] <= before[name], (name, before[name], after[name])
+  assert after["children"] == [] and after["temp"] == before["temp"] == [], after["temp"]
