@@ -69,7 +69,8 @@ def stop_worker_processes(
 class RunStop:
   """What stopped a run early besides a SIGINT: worker processes that died under it."""
 
-  deaths: list[dict] = field(default_factory=list)  # {"returncode", "shell_pid", "worker_id"}
+  # {"returncode" (of Beam's shell), "signal" (or None), "shell_pid", "worker_id"}
+  deaths: list[dict] = field(default_factory=list)
 
 
 @contextmanager
@@ -105,6 +106,10 @@ def stop_workers_on_interrupt() -> Iterator[RunStop]:
 
   def quiet_worker_deaths(args):
     death = _worker_death(args)
+    # Jupyter's stop button sends SIGINT to the kernel's whole process group, the workers
+    # included: the run's own stop follows at once. Only a worker that died alone is a death.
+    if death is not None and death["signal"] == signal.SIGINT:
+      stopping.wait(ECHO_WAIT_SECONDS)
     if death is not None and not stopping.is_set():
       # A worker died under the run: Beam would wait for it forever. Stop the run as the
       # stop button does (the watcher re-sends the signal until the main thread acts).
@@ -264,7 +269,10 @@ def _worker_death(args) -> Optional[dict]:
   match = re.fullmatch(r"Worker subprocess exited with return code (-?\d+)", str(error))
   if not (isinstance(error, RuntimeError) and match):
     return None
-  death = {"returncode": int(match.group(1)), "shell_pid": None, "worker_id": None}
+  code = int(match.group(1))
+  # The shell exits 128 + N when the worker is killed by signal N; killed itself, -N.
+  number = -code if code < 0 else code - 128 if 128 < code <= 128 + 64 else None
+  death = {"returncode": code, "signal": number, "shell_pid": None, "worker_id": None}
   tb = args.exc_traceback
   while tb is not None:
     frame_locals = tb.tb_frame.f_locals

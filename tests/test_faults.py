@@ -49,7 +49,7 @@ def test_a_run_past_its_memory_limit_ends_with_a_row_saying_so_and_the_sweep_goe
   keys = held.group(3).split(", ")
   assert int(held.group(1)) > limit and int(held.group(2)) == len(keys) >= 3
   assert set(keys) <= set(failed["loads_by_key"]) and failed["loads"] == int(held.group(4))
-  assert failed["peak_rss_mb"] >= int(held.group(1))  # the partial trace is kept
+  assert failed["peak_rss_mb"] >= int(held.group(1)) - 1  # the partial trace is kept (rounded)
 
 
 def test_a_worker_killed_mid_run_ends_it_with_one_error_naming_the_process_and_the_cause():
