@@ -137,7 +137,7 @@ def exit_cause(code: Optional[int], via_shell: bool = False) -> str:
   was killed by signal N (Beam starts its workers so).
   """
   if code is None:
-    return "ended abruptly"
+    return "ended abruptly (killed? the kernel's OOM killer sends SIGKILL: out of memory?)"
   number = -code if code < 0 else code - 128 if via_shell and 128 < code < 128 + 65 else None
   if number is None:
     return f"exited with status {code}"

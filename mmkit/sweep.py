@@ -107,15 +107,28 @@ def _run_in_fresh_process(run):
   from mmkit.faults import RunFailed, exit_cause
   from mmkit.notebook import quiet_logging
 
-  with ProcessPoolExecutor(
-    max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=quiet_logging
-  ) as pool:
+  class Spawn(multiprocessing.context.SpawnContext):
+    """The spawn context, keeping the processes it makes: to read how one ended."""
+
+    processes: list = []
+
+    def Process(self, *args, **kwargs):  # noqa: N802 (multiprocessing's name)
+      process = super().Process(*args, **kwargs)
+      self.processes.append(process)
+      return process
+
+  spawn = Spawn()
+  spawn.processes = []
+  with ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=quiet_logging) as pool:
     future = pool.submit(run_keyed, run)
-    processes = list(getattr(pool, "_processes", {}).values())  # to read how it ended
     try:
       return future.result()
     except BrokenProcessPool:
-      codes = [p.exitcode for p in processes if p.exitcode]
+      for process in spawn.processes:
+        process.join(timeout=5)
+      # Unknown (None) when the process was reaped before it could be read: seen after an
+      # earlier sweep in the same process.
+      codes = [p.exitcode for p in spawn.processes if p.exitcode]
       message = (
         f"the run's own process {exit_cause(codes[0] if codes else None)}; "
         "nothing it traced could be read"

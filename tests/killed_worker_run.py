@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -19,6 +20,23 @@ import psutil
 
 # A temp dir of our own: the run's trace directory is found there (and Beam's files stay in it).
 tempfile.tempdir = tempfile.mkdtemp(prefix="mmkit-killed-worker-")
+
+
+class MarkedLines:
+  """This process's stderr, each line marked `main| `: Beam's worker processes share the file
+  (and the other worker prints its failed bundle's traceback, whatever its log level)."""
+
+  def __init__(self, stream):
+    self._stream = stream
+
+  def write(self, text: str) -> int:
+    return self._stream.write("".join("main| " + line for line in text.splitlines(True)))
+
+  def flush(self) -> None:
+    self._stream.flush()
+
+
+sys.stderr = MarkedLines(sys.stderr)
 
 from mmkit.experiment import KeyedRun, run_keyed  # noqa: E402
 from mmkit.faults import WorkerDied  # noqa: E402
