@@ -27,6 +27,8 @@ The notebooks in `notebooks/` tell the story; each module here holds the code th
 - `simulate`: Beam's LRU replayed without Beam, Belady's optimum, working sets (04, 05).
 - `experiment`, `explorer`, `capacity`, `workers`: one traced run, the hint widget, sizing a
   worker, and stopping a run cleanly (04).
+- `faults`: a run that fails part-way (memory limit passed, worker killed, model file gone)
+  says why in one line and keeps its partial report (04).
 - `sweep`: `python -m mmkit sweep`, the main job: one traced run per hint (04).
 - `benchmark`, `fastpath`: `python -m mmkit bench` and the fast way of feeding RunInference it
   measures (01).

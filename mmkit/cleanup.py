@@ -89,15 +89,22 @@ def release_resident_models(trim: bool = True) -> int:
   to the system (`return_freed_memory`).
   """
   manager = multi_process_shared._process_level_singleton_manager
-  # Tags Beam makes per run start with a uuid4 hex: keyed models (the bare uuid), and each
-  # RunInference's model status and copies (uuid + suffix). Other singletons are left alone.
-  tags = [
-    tag
-    for tag in list(manager.entries)
-    if isinstance(tag, str) and len(tag) >= 32 and _is_hex(tag[:32])
-  ]
-  freed = sum(1 for tag in tags if len(tag) == 32 and manager.entries[tag].initialied)
-  retire_models(tags, force=True)
+  freed = 0
+  # A run stopped mid-load: the load goes on in a proxy server's handler thread (Beam serves
+  # the keyed manager through one) and registers its model after the first sweep; retiring
+  # the servers joins those threads, so a second sweep finds it (measured: 1 stop in 25).
+  for _ in range(3):
+    # Tags Beam makes per run start with a uuid4 hex: keyed models (the bare uuid), and each
+    # RunInference's model status and copies (uuid + suffix). Other singletons are left alone.
+    tags = [
+      tag
+      for tag in list(manager.entries)
+      if isinstance(tag, str) and len(tag) >= 32 and _is_hex(tag[:32])
+    ]
+    if not tags:
+      break
+    freed += sum(1 for tag in tags if len(tag) == 32 and manager.entries[tag].initialied)
+    retire_models(tags, force=True)
   remove_stale_rendezvous_files()  # those of dead worker processes' servers
   if trim:
     return_freed_memory()

@@ -105,10 +105,14 @@ class ServeAloneOnFailure:
       return list(super().run_inference(batch, model, inference_args))
     except Exception:  # what with_exception_handling would catch: retry element by element
       pass
+    from mmkit.faults import ModelLoadError
+
     served = []
     for key, example in batch:
       try:
         served.extend(super().run_inference([(key, example)], model, inference_args))
+      except ModelLoadError as error:  # its model, not the element, is at fault: say so
+        served.append((key, Refused(example, str(error))))
       except Exception as error:
         served.append((key, Refused(example, f"the model refused it: {error!r}")))
     return served

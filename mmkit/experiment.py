@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import threading
 import time
 from typing import Optional
 
@@ -12,6 +14,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from mmkit import data, models
 from mmkit.cleanup import clean_up
 from mmkit.data import model_keys, source_of
+from mmkit.faults import (
+  MEMORY_LIMIT_MECHANISM,
+  memory_limit_error,
+  model_file_error,
+  worker_died_error,
+)
 from mmkit.inputs import keyed_examples
 from mmkit.keyed import keyed_handler
 from mmkit.pipelines import CountElements, KeyedInference, new_pipeline
@@ -54,13 +62,16 @@ def keyed_pipeline(
   handlers: dict,
   options: Optional[PipelineOptions] = None,
   log_dir: Optional[str] = None,
+  pipeline: Optional[beam.Pipeline] = None,
 ) -> beam.Pipeline:
-  """The keyed pipeline of `run` over `handlers` (traced or not), built but not run."""
+  """The keyed pipeline of `run` over `handlers` (traced or not), built but not run.
+
+  Built into `pipeline` if given (else a new one on `run.runner`)."""
   keys = model_keys(run.models)
   examples = keyed_examples(
     data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed
   )
-  pipeline = new_pipeline(run.runner, options)
+  pipeline = pipeline if pipeline is not None else new_pipeline(run.runner, options)
   _ = (
     pipeline
     # Keep the stream's order: swaps depend on it. With several worker processes that sends
@@ -75,16 +86,33 @@ def keyed_pipeline(
 
 
 def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunReport:
-  """Runs the keyed pipeline once under a Tracer; the report carries `run` (`report.run`)."""
+  """Runs the keyed pipeline once under a Tracer; the report carries `run` (`report.run`).
+
+  A run that fails part-way raises `mmkit.faults.RunFailed` (its memory limit passed:
+  `MemoryLimitExceeded`; a worker process killed: `WorkerDied`; a model file that failed to
+  load: `ModelFileFailed`, its elements dead letters) with the report traced until then as
+  `error.report`.
+  """
   run.validate()
+  if run.memory_limit_mb is not None and threading.current_thread() is not threading.main_thread():
+    raise ValueError(
+      "memory_limit_mb needs the run in the main thread (its watchdog ends the run with SIGINT, "
+      "which only the main thread takes): run it there, or without a limit."
+    )
   # Made before tracing: sized models are built once.
   handlers = model_handlers(run.models, run.model_mb)
-  tracer, pipeline = Tracer(), None
+  tracer, pipeline, stop = Tracer(memory_limit_mb=run.memory_limit_mb), None, None
   children_before = child_pids()
   try:
-    with tracer, stop_workers_on_interrupt():
-      pipeline = keyed_pipeline(
-        run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, options, tracer.log_dir
+    with tracer, stop_workers_on_interrupt() as stop:
+      # Made first, so a run stopped while its pipeline is built still removes its temp dir.
+      pipeline = new_pipeline(run.runner, options)
+      keyed_pipeline(
+        run,
+        {k: tracer.wrap(mh, k) for k, mh in handlers.items()},
+        options,
+        tracer.log_dir,
+        pipeline,
       )
       result = pipeline.run()
       result.wait_until_finish()
@@ -96,15 +124,35 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
     # Interrupted (a reader pressing stop) or failed: the same cleanup, and the worker
     # processes the run started are ended, so the next run in this kernel starts clean.
     clean_up(pipeline, workers_before=children_before)
-    tracer.close()
+    if pipeline is not None and run.runner != "interactive":  # Beam removes it after a run only
+      shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
+    partial = _report(tracer, None, run, error=f"{type(error).__name__}: {error}")
+    if tracer.sampler.limit_reached is not None:  # the watchdog's SIGINT, whatever Beam made of it
+      raise memory_limit_error(partial, tracer.sampler.limit_reached) from None
+    if stop is not None and stop.deaths:  # a worker died: Beam would have waited for it forever
+      raise worker_died_error(partial, stop.deaths[0]) from None
     if isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error):
-      raise KeyboardInterrupt("run interrupted") from error  # Beam wraps the interrupt: unwrap it
+      interrupted = KeyboardInterrupt("run interrupted")  # Beam wraps the interrupt: unwrap it
+      interrupted.report = partial
+      raise interrupted from error
+    error.report = partial  # what was traced until then
     raise
-  report = tracer.report(
-    result, run=run, **predicted_loads(run), **memory, pipeline_end=pipeline_end
-  )
+  report = _report(tracer, result, run, **memory, pipeline_end=pipeline_end)
+  if report.load_failures():  # their elements are dead letters: the run says what was lost
+    raise model_file_error(report)
+  return report
+
+
+def _report(
+  tracer: Tracer, result, run: KeyedRun, error: Optional[str] = None, **extra
+) -> RunReport:
+  """The run's RunReport: the run, predictions and counts; `error` None: finished."""
+  report = tracer.report(result, run=run, **predicted_loads(run), **extra)
+  if run.memory_limit_mb is not None:
+    report.extra["memory_limit_by"] = MEMORY_LIMIT_MECHANISM
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   report.extra["dead_letters"] = report.counts.get("dead_letters", 0)
+  report.extra["error"] = error
   return report
 
 

@@ -8,6 +8,8 @@ batch size makes a run's swaps reproducible (and predictable: see `mmkit.simulat
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from typing import Any, Mapping, Optional, Sequence
 
 from apache_beam.ml.inference.base import (
@@ -18,8 +20,14 @@ from apache_beam.ml.inference.base import (
 )
 
 # Freeing what Beam keeps lives in mmkit.cleanup; two of its names stay here for 04_memory.
-from mmkit.cleanup import release_resident_models, retire_models, return_freed_memory
+from mmkit.cleanup import (
+  _remove_rendezvous_files,
+  release_resident_models,
+  retire_models,
+  return_freed_memory,
+)
 from mmkit.deadletter import ServeAloneOnFailure
+from mmkit.faults import ModelLoadError, model_path_of
 
 __all__ = [
   "FixedBatchKeyedModelHandler",
@@ -106,8 +114,31 @@ class ObservedModelManager(_ModelHandlerManager):
     self._stop_servers = stop_evicted_servers
     self._retiring: set[str] = set()  # tags of evicted models whose proxy server still runs
     self._users = 0  # processes that used this manager (each raised the cap once)
+    self._failed: dict[str, ModelLoadError] = {}  # keys whose model failed to load, this run
 
   def load(self, key: str):
+    # A model file that failed to load is not read again in this run: each element of its
+    # batch is retried alone (ServeAloneOnFailure), and a corrupted 64 MB file would be read
+    # once per element.
+    if key in self._failed:
+      raise self._failed[key]
+    try:
+      return self._load(key)
+    except Exception as error:
+      # Beam 2.77 has put the key in its LRU before loading and leaves it there without a
+      # model: every later eviction of it raises KeyError, failing every batch after
+      # (docs/beam_findings.md). Taken out, the other keys are served as before.
+      tag = self._tag_map.get(key)
+      if tag is not None and tag not in self._proxy_map:
+        del self._tag_map[key]
+        # Its server never started: only the rendezvous lock was written (and is free).
+        _remove_rendezvous_files(os.path.join(tempfile.gettempdir(), tag + ".address"))
+      failure = ModelLoadError.of(key, model_path_of(self._mh_map.get(key)), error)
+      self._failed[key] = failure
+      _record(self._mh_map.get(key), "load_failed", path=failure.path, error=str(failure))
+      raise failure from error
+
+  def _load(self, key: str):
     victim = None
     if (
       key not in self._tag_map

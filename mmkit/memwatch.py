@@ -1,12 +1,16 @@
 """Memory of a process tree, sampled from a process of its own (taught in 04_memory).
 
-    python -m mmkit.memwatch ROOT_PID [--interval 0.05] [--refresh-every 10]
+    python -m mmkit.memwatch ROOT_PID [--interval 0.05] [--refresh-every 10] [--limit-mb M]
 
-prints one JSON line per process per sample (`t`, `pid`, `rss_mb`, `role`) until its standard
-input closes or the root process ends. `mmkit.tracing.MemorySampler` runs it beside a pipeline:
-a sampling *thread* inside the pipeline's process competes for the GIL with Beam's threads (a
-thrashing run keeps two per model load), and measured that way it cost a swapping run 5-8% of
-its time (`python bench/tracing_overhead.py`); from its own process it costs the run nothing.
+prints one JSON line per process per sample (`t`, `pid`, `rss_mb`, `role`, `ppid`) until its
+standard input closes or the root process ends. With `--limit-mb` it is also the run's memory
+watchdog: the first sample whose total passes M MB prints a `{"event": "memory_limit", ...}`
+line and sends SIGINT to the root, which ends the run (`mmkit.faults` says why no kernel limit
+fits).
+`mmkit.tracing.MemorySampler` runs it beside a pipeline: a sampling *thread* inside the
+pipeline's process competes for the GIL with Beam's threads (a thrashing run keeps two per
+model load), and measured that way it cost a swapping run 5-8% of its time
+(`python bench/tracing_overhead.py`); from its own process it costs the run nothing.
 Needs only psutil: the module can be copied alone.
 """
 
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import select
+import signal
 import sys
 import time
 from typing import Optional
@@ -52,6 +57,7 @@ class TreeSampler:
     self.skip = set(skip)
     self.procs: list[psutil.Process] = [self.root]
     self.roles: dict[int, str] = {}
+    self.parents: dict[int, int] = {}  # pid -> parent pid: ties a worker to Beam's shell
 
   def sample(self, refresh: bool = True) -> list[dict]:
     if refresh:
@@ -70,7 +76,19 @@ class TreeSampler:
         continue
       if proc.pid not in self.roles:
         self.roles[proc.pid] = process_role(proc, self.root.pid)
-      samples.append({"t": now, "pid": proc.pid, "rss_mb": rss, "role": self.roles[proc.pid]})
+        try:
+          self.parents[proc.pid] = proc.ppid()
+        except psutil.Error:
+          self.parents[proc.pid] = 0
+      samples.append(
+        {
+          "t": now,
+          "pid": proc.pid,
+          "rss_mb": rss,
+          "role": self.roles[proc.pid],
+          "ppid": self.parents[proc.pid],
+        }
+      )
     return samples
 
 
@@ -79,15 +97,25 @@ def main(argv: Optional[list[str]] = None) -> int:
   parser.add_argument("root_pid", type=int)
   parser.add_argument("--interval", type=float, default=0.05)
   parser.add_argument("--refresh-every", type=int, default=10)
+  parser.add_argument("--limit-mb", type=float, default=None)
   args = parser.parse_args(argv)
   try:
     sampler = TreeSampler(args.root_pid, skip=frozenset({os.getpid()}))
   except psutil.Error:
     return 0  # the root is gone already
-  tick = 0
+  tick, limit = 0, args.limit_mb
   while sampler.root.is_running():
-    for sample in sampler.sample(refresh=tick % args.refresh_every == 0):
+    samples = sampler.sample(refresh=tick % args.refresh_every == 0)
+    for sample in samples:
       sys.stdout.write(json.dumps(sample) + "\n")
+    total = sum(sample["rss_mb"] for sample in samples)
+    if limit is not None and total > limit:
+      # Written before the signal: the root reads it once the run has unwound.
+      event = {"event": "memory_limit", "t": samples[0]["t"], "rss_mb": total, "limit_mb": limit}
+      sys.stdout.write(json.dumps({**event, "processes": len(samples)}) + "\n")
+      sys.stdout.flush()
+      os.kill(sampler.root.pid, signal.SIGINT)
+      limit = None  # once: the root's handler ends the run
     sys.stdout.flush()
     tick += 1
     ready, _, _ = select.select([sys.stdin], [], [], args.interval)

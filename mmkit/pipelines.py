@@ -38,11 +38,13 @@ def runner_options(runner: str = "direct", workers: int = 2, **extra) -> Pipelin
   if runner == "direct":
     flags = {"direct_num_workers": 1, "direct_running_mode": "in_memory"}
   elif runner == "multiprocess":
-    # Worker processes log every bundle at INFO to the parent's stderr; keep only errors.
+    # Worker processes log every bundle at INFO to the parent's stderr. Their errors reach
+    # this process as the run's own error; logged by the worker too, they would only repeat
+    # it (or, when another worker dies, report its broken connection: mmkit.workers).
     flags = {
       "direct_num_workers": workers,
       "direct_running_mode": "multi_processing",
-      "default_sdk_harness_log_level": "ERROR",
+      "default_sdk_harness_log_level": "CRITICAL",
     }
   else:
     raise ValueError(f"unknown runner {runner!r}: use one of direct, multiprocess.")

@@ -22,6 +22,7 @@ __all__ = [
   "resident_models",
   "accuracy_interval",
   "accuracy_figure",
+  "memory_limit_figure",
 ]
 
 LOAD_COLOR, MEMORY_COLOR, RELEASE_COLOR = "#1f77b4", "#d62728", "#2ca02c"
@@ -369,3 +370,48 @@ def accuracy_figure(rows: dict[str, tuple[int, int]], title: str = "Accuracy", a
   ax.set_title(title, fontsize=10)
   ax.figure.tight_layout()
   return ax.figure
+
+
+def memory_limit_figure(reports: Sequence, title: Optional[str] = None):
+  """Runs under a memory limit side by side: memory over each run, the limit, how each ended (04).
+
+  Memory here is the whole process tree's, as the watchdog counts it (not above the start):
+  the limit is a line at its own height. A run the watchdog ended stops where it passed it.
+  """
+  fig, axes = plt.subplots(
+    1, len(reports), figsize=(5.5 * len(reports), 3.4), sharey=True, squeeze=False
+  )
+  for ax, report in zip(axes[0], reports):
+    limit, error = report.extra.get("memory_limit_mb"), report.extra.get("error")
+    timeline = report.memory_timeline()
+    ax.plot(
+      [p["t"] for p in timeline],
+      [p["rss_mb"] for p in timeline],
+      color=MEMORY_COLOR,
+      linewidth=1.2,
+      label="memory (process tree)",
+    )
+    loads = [e["t"] - report.start for e in report.events if e["event"] == "load"]
+    ax.plot(loads, [0] * len(loads), "|", color=LOAD_COLOR, markersize=9, label="loads")
+    if limit is not None:
+      ax.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"limit {limit:g} MB")
+    reached = report.extra.get("memory_limit_reached_s")
+    if reached is not None:
+      ax.axvline(reached, color=MEMORY_COLOR, linestyle=":", linewidth=1.2, label="limit passed")
+    outcome = "ended by the limit" if error else "finished"
+    ax.set_title(
+      f"hint={report.extra.get('hint')}: {outcome}, {report.loads} loads, "
+      f"peak {report.peak_rss_mb:.0f} MB",
+      fontsize=10,
+    )
+    ax.set_xlabel("seconds since the run started")
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
+  axes[0][0].set_ylabel("memory (MB)")
+  top = max(
+    [r.peak_rss_mb for r in reports] + [r.extra.get("memory_limit_mb") or 0 for r in reports]
+  )
+  axes[0][0].set_ylim(0, top * 1.12)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  return fig

@@ -39,6 +39,8 @@ class KeyedRun:
   group: str = "none"
   # Reshuffle after Create, so several worker processes share the elements.
   spread: bool = False
+  # End the run once its process tree holds more than this many MB (a watchdog: mmkit.faults).
+  memory_limit_mb: Optional[float] = None
 
   def validate(self, cli: bool = False) -> "KeyedRun":
     """Raises ValueError naming the bad setting and the fix; returns self.
@@ -71,6 +73,8 @@ class KeyedRun:
         )
     if self.model_mb is not None and not self.model_mb > 0:
       raise ValueError(f"{name('model_mb')} must be > 0, got {self.model_mb!r}.")
+    if self.memory_limit_mb is not None and not self.memory_limit_mb > 0:
+      raise ValueError(f"{name('memory_limit_mb')} must be > 0, got {self.memory_limit_mb!r}.")
     if self.model_mb is None and self.models > len(data.SOURCES):
       raise ValueError(
         f"only {len(data.SOURCES)} specialist models ship with the kit; for "

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Optional, Sequence
 
 from mmkit import data
@@ -61,18 +62,32 @@ def sweep_reports(
   progress: bool = True,
   isolate: bool = True,
   spread: bool = DEFAULT.spread,
+  memory_limit_mb: Optional[float] = DEFAULT.memory_limit_mb,
 ) -> list:
   """One traced keyed run per hint; returns their RunReports (timelines included).
 
   `isolate` runs each hint in a fresh process, so peak memory compares like with like.
+  A run that fails (`mmkit.faults.RunFailed`: its `memory_limit_mb` passed, say) gives the
+  report traced until then, its `extra["error"]` saying why, and the sweep goes on.
   """
   from tqdm.auto import tqdm
 
   from mmkit.experiment import run_keyed
+  from mmkit.faults import RunFailed
 
   runs = [
     KeyedRun(
-      models, hint, elements, stream, model_mb, batch_size, runner, seed, group, spread
+      models=models,
+      hint=hint,
+      elements=elements,
+      stream=stream,
+      model_mb=model_mb,
+      batch_size=batch_size,
+      runner=runner,
+      seed=seed,
+      group=group,
+      spread=spread,
+      memory_limit_mb=memory_limit_mb,
     ).validate()
     for hint in hints
   ]
@@ -80,7 +95,10 @@ def sweep_reports(
   bar = tqdm(runs, desc="sweep", unit="run", disable=not progress, file=sys.stderr)
   for run in bar:
     bar.set_postfix_str(f"hint={run.hint}")
-    reports.append(_run_in_fresh_process(run) if isolate else run_keyed(run))
+    try:
+      reports.append(_run_in_fresh_process(run) if isolate else run_keyed(run))
+    except RunFailed as failure:
+      reports.append(failure.report or _empty_report(run, str(failure)))
   return reports
 
 
@@ -97,14 +115,49 @@ def _run_in_fresh_process(run):
   """
   import multiprocessing
   from concurrent.futures import ProcessPoolExecutor
+  from concurrent.futures.process import BrokenProcessPool
 
   from mmkit.experiment import run_keyed
+  from mmkit.faults import RunFailed, exit_cause
   from mmkit.notebook import quiet_logging
 
-  with ProcessPoolExecutor(
-    max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=quiet_logging
-  ) as pool:
-    return pool.submit(run_keyed, run).result()
+  class Spawn(multiprocessing.context.SpawnContext):
+    """The spawn context, keeping the processes it makes: to read how one ended."""
+
+    processes: list = []
+
+    def Process(self, *args, **kwargs):  # noqa: N802 (multiprocessing's name)
+      process = super().Process(*args, **kwargs)
+      self.processes.append(process)
+      return process
+
+  spawn = Spawn()
+  spawn.processes = []
+  with ProcessPoolExecutor(max_workers=1, mp_context=spawn, initializer=quiet_logging) as pool:
+    future = pool.submit(run_keyed, run)
+    try:
+      return future.result()
+    except BrokenProcessPool:
+      for process in spawn.processes:
+        process.join(timeout=5)
+      # Unknown (None) when the process was reaped before it could be read: seen after an
+      # earlier sweep in the same process.
+      codes = [p.exitcode for p in spawn.processes if p.exitcode]
+      message = (
+        f"the run's own process {exit_cause(codes[0] if codes else None)}; "
+        "nothing it traced could be read"
+      )
+      raise RunFailed(message, _empty_report(run, message)) from None
+
+
+def _empty_report(run, error: str):
+  """A report holding only the run's settings and its error: the row of a run that left no trace."""
+  from mmkit.experiment import predicted_loads
+  from mmkit.tracing import RunReport
+
+  now = time.time()
+  extra = {**predicted_loads(run), "elements_out": 0, "dead_letters": 0, "error": error}
+  return RunReport([], [], now, now, None, extra, run=run)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -112,7 +165,9 @@ def format_table(rows: list[dict]) -> str:
   import pandas as pd
 
   frame = pd.DataFrame(rows)
-  return frame[[c for c in COLUMNS if c in frame]].to_string(index=False)
+  table = frame[[c for c in COLUMNS if c in frame]].to_string(index=False)
+  failed = [f"hint {r['hint']} failed: {r['error']}" for r in rows if r.get("error")]
+  return "\n".join([table, *failed])
 
 
 def write_outputs(reports: list, out_dir: str) -> list[str]:
@@ -180,6 +235,7 @@ def run_command(args, parser) -> int:
     args.group,
     progress=not args.no_progress,
     spread=args.spread,
+    memory_limit_mb=args.memory_limit_mb,
   )
   rows = [r.summary() for r in reports]
   print(json.dumps(rows, indent=1) if args.json else format_table(rows))
@@ -251,6 +307,14 @@ def add_parser(commands) -> None:
     default=DEFAULT.spread,
     help="reshuffle the elements so every worker process gets some (multiprocess); "
     "loses the stream's order, so no simulated loads",
+  )
+  p.add_argument(
+    "--memory-limit-mb",
+    type=float,
+    default=DEFAULT.memory_limit_mb,
+    metavar="M",
+    help="end a run once its processes hold more than M MB (resident, as peak_rss_mb counts "
+    "them); its row's error says so and the sweep goes on",
   )
   p.add_argument(
     "--seed", type=int, default=DEFAULT.seed, help="seed of the key stream and the examples"

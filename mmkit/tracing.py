@@ -240,11 +240,21 @@ class MemorySampler:
   thread instead, so `samples` grows live (the explorer's progress uses that).
   """
 
-  def __init__(self, interval: float = 0.05, refresh_every: int = 10, in_process: bool = False):
+  def __init__(
+    self,
+    interval: float = 0.05,
+    refresh_every: int = 10,
+    in_process: bool = False,
+    limit_mb: Optional[float] = None,
+  ):
+    if limit_mb is not None and in_process:
+      raise ValueError("a memory limit needs the sampler's own process: in_process=False.")
     self.interval = interval
     self.refresh_every = refresh_every
     self.in_process = in_process
-    self.samples: list[dict] = []  # {"t", "pid", "rss_mb", "role"}
+    self.limit_mb = limit_mb  # the watchdog: SIGINT to this process once the tree passes it
+    self.limit_reached: Optional[dict] = None  # {"t", "rss_mb", "limit_mb", "processes"}
+    self.samples: list[dict] = []  # {"t", "pid", "rss_mb", "role", "ppid"}
     self._tree = TreeSampler()
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
@@ -276,6 +286,7 @@ class MemorySampler:
           str(self.interval),
           "--refresh-every",
           str(self.refresh_every),
+          *(["--limit-mb", str(self.limit_mb)] if self.limit_mb is not None else []),
         ],
         stdin=subprocess.PIPE,
         stdout=self._out,
@@ -297,7 +308,13 @@ class MemorySampler:
         self._child.kill()
         self._child.wait()
       self._out.seek(0)
-      self.samples.extend(json.loads(line) for line in self._out if line.strip())
+      for line in self._out:
+        if line.strip():
+          record = json.loads(line)
+          if record.get("event") == "memory_limit":
+            self.limit_reached = record
+          else:
+            self.samples.append(record)
       self._out.close()
       self._child = None
     self.sample_once()
@@ -379,6 +396,14 @@ class RunReport:
         totals[e["key"]] = totals.get(e["key"], 0) + e["n"]
     return totals
 
+  def load_failures(self) -> list[dict]:
+    """Models that failed to load, once per process and key: {"key", "path", "error", "pid"}."""
+    return [
+      {k: e.get(k) for k in ("key", "path", "error", "pid")}
+      for e in self.events
+      if e["event"] == "load_failed"
+    ]
+
   @property
   def beam_loads(self) -> Optional[int]:
     """Beam's own total load count, None where the runner reports no metrics."""
@@ -416,6 +441,18 @@ class RunReport:
         held[e["pid"]] += 1 if e["event"] == "load" else -1
         steps[e["pid"]].append((e["t"] - self.start, held[e["pid"]]))
     return dict(steps)
+
+  def resident_at(self, t: float) -> dict[int, list[str]]:
+    """The keys of the models each process held in memory at time `t` (epoch seconds)."""
+    held: dict[int, list[str]] = defaultdict(list)
+    for e in self.events:
+      if e["t"] > t:
+        break
+      if e["event"] == "load":
+        held[e["pid"]].append(e["key"])
+      elif e["event"] == "release" and e["key"] in held[e["pid"]]:
+        held[e["pid"]].remove(e["key"])
+    return {pid: keys for pid, keys in held.items() if keys}
 
   @property
   def max_resident(self) -> int:
@@ -566,10 +603,15 @@ class Tracer:
   `close()` (called by `report`) removes the temporary directory.
   """
 
-  def __init__(self, sample_interval: float = 0.05, log_dir: Optional[str] = None):
+  def __init__(
+    self,
+    sample_interval: float = 0.05,
+    log_dir: Optional[str] = None,
+    memory_limit_mb: Optional[float] = None,
+  ):
     self._own_dir = log_dir is None
     self.log_dir = log_dir or tempfile.mkdtemp(prefix="mmkit-trace-")
-    self.sampler = MemorySampler(sample_interval)
+    self.sampler = MemorySampler(sample_interval, limit_mb=memory_limit_mb)
     self.start = self.end = None
 
   def wrap(self, handler: ModelHandler, key: str, time_batches: bool = False) -> TracedModelHandler:

@@ -13,21 +13,29 @@ took it; the watcher re-sends it to the main thread until the main thread has ac
 And a third: Beam may start a worker just after the handler ended the others, and then
 waits on it forever while it unwinds (measured: 1 stop in 8 in a real kernel on a busy
 machine). So until the run has unwound, the watcher ends any worker that appears.
+
+A worker killed mid-run (the kernel's OOM killer sends SIGKILL) hangs the run too: Beam's thread
+that started it raises "Worker subprocess exited with return code 137" and dies, while the main
+thread waits forever for the dead worker's bundle (measured: still waiting after 5 minutes). The
+kit takes that thread's error as a stop: the other workers are ended and the run unwinds, the
+death recorded in `RunStop.deaths` for the run to name (`mmkit.faults.worker_died_error`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
 
 import psutil
 
-__all__ = ["child_pids", "stop_worker_processes", "stop_workers_on_interrupt"]
+__all__ = ["child_pids", "stop_worker_processes", "stop_workers_on_interrupt", "RunStop"]
 
 
 def child_pids() -> set[int]:
@@ -57,35 +65,70 @@ def stop_worker_processes(
   return len(children)
 
 
+@dataclass
+class RunStop:
+  """What stopped a run early besides a SIGINT: worker processes that died under it."""
+
+  # {"returncode" (of Beam's shell), "signal" (or None), "shell_pid", "worker_id"}
+  deaths: list[dict] = field(default_factory=list)
+
+
 @contextmanager
-def stop_workers_on_interrupt() -> Iterator[None]:
+def stop_workers_on_interrupt() -> Iterator[RunStop]:
   """Within it, SIGINT (stop button, Ctrl-C) ends the workers started inside it, then raises.
 
-  Only the main thread can take signals; elsewhere this does nothing. Beam's threads and
-  loggers in this process report the deaths as errors; those reports are dropped, since they
-  are expected.
+  A worker that dies under the run (killed, crashed) stops it the same way, and is recorded in
+  the `RunStop` it yields. Only the main thread can take signals; elsewhere this does nothing.
+  Beam's threads and loggers in this process report the deaths as errors; those reports are
+  dropped, since they are expected.
   """
+  stop = RunStop()
   if threading.current_thread() is not threading.main_thread():
-    yield
+    yield stop
     return
   before = child_pids()
   previous_handler = signal.getsignal(signal.SIGINT)
   previous_hook = threading.excepthook
   interrupted = threading.Event()
 
+  stopping = threading.Event()  # a stop handled or a death recorded: Beam's errors now are echoes
+
   beam_logger = logging.getLogger("apache_beam")
   beam_level = beam_logger.level
 
-  def quiet_worker_deaths(args):
+  def is_echo() -> bool:
     # Beam's threads that served the workers fail as their workers go: expected, not news.
-    if not (interrupted.is_set() and _raised_in_beam(args.exc_traceback)):
+    # A worker's death reaches Beam's data plane a moment before its shell's exit reaches
+    # us, so an error comes first: it waits a little for the death that explains it.
+    return stopping.wait(ECHO_WAIT_SECONDS)
+
+  unwinding = threading.Event()  # the run raised already: a death is only recorded
+
+  def quiet_worker_deaths(args):
+    death = _worker_death(args)
+    # Jupyter's stop button sends SIGINT to the kernel's whole process group, the workers
+    # included: the run's own stop follows at once. Only a worker that died alone is a death.
+    if death is not None and death["signal"] == signal.SIGINT:
+      stopping.wait(ECHO_WAIT_SECONDS)
+    if death is not None and not stopping.is_set():
+      # A worker died under the run: Beam would wait for it forever. Stop the run as the
+      # stop button does (the watcher re-sends the signal until the main thread acts).
+      stop.deaths.append(death)
+      stopping.set()
+      if not unwinding.is_set():
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+      return
+    if not (_raised_in_beam(args.exc_traceback) and is_echo()):
       previous_hook(args)
+
+  echoes = _DropEchoes(is_echo)
 
   def end_workers():
     stop_worker_processes(exclude=before, timeout=2.0, kill=True)
 
   def on_interrupt(signum, frame):
     interrupted.set()
+    stopping.set()
     beam_logger.setLevel(logging.CRITICAL)
     end_workers()
     if callable(previous_handler):
@@ -94,10 +137,18 @@ def stop_workers_on_interrupt() -> Iterator[None]:
 
   signal.signal(signal.SIGINT, on_interrupt)
   threading.excepthook = quiet_worker_deaths
+  for name in ECHOING_LOGGERS:
+    logging.getLogger(name).addFilter(echoes)
   was_reaper = _adopt_orphans(True)
   watcher = _InterruptWatcher(interrupted, end_workers)
   try:
-    yield
+    yield stop
+  except Exception:
+    # Beam's own error may be the echo of a worker's death (another worker's bundle failing
+    # on its broken connection): give the death a moment to be recorded, so the run names it.
+    unwinding.set()
+    stopping.wait(ECHO_WAIT_SECONDS)
+    raise
   finally:
     watcher.close()
     if interrupted.is_set():
@@ -105,7 +156,26 @@ def stop_workers_on_interrupt() -> Iterator[None]:
     _adopt_orphans(was_reaper)
     signal.signal(signal.SIGINT, previous_handler)
     threading.excepthook = previous_hook
+    for name in ECHOING_LOGGERS:
+      logging.getLogger(name).removeFilter(echoes)
     beam_logger.setLevel(beam_level)
+
+
+ECHO_WAIT_SECONDS = 2.0  # how long an error of Beam's waits for a worker death to explain it
+# Beam's loggers that log a dying worker's broken stream as an error (a logger's filter sees
+# only the records of that logger, not of its children).
+ECHOING_LOGGERS = ("apache_beam.runners.worker.data_plane",)
+
+
+class _DropEchoes(logging.Filter):
+  """Drops the errors Beam logs as a run is stopped or a worker dies (`is_echo` decides)."""
+
+  def __init__(self, is_echo):
+    super().__init__()
+    self._is_echo = is_echo
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR or not self._is_echo()
 
 
 class _InterruptWatcher:
@@ -186,6 +256,33 @@ def _adopt_orphans(on: bool) -> bool:
     return bool(previous.value)
   except (OSError, AttributeError):
     return False
+
+
+def _worker_death(args) -> Optional[dict]:
+  """A worker's death, from the error Beam's thread raised as the worker's shell ended; else None.
+
+  Beam 2.77 starts each SDK worker through `sh -c` in `SubprocessSdkWorker.run`, and raises
+  "Worker subprocess exited with return code N" when the shell exits with N != 0 (128 + the
+  signal when the worker was killed). The shell and Beam's worker id come from that frame.
+  """
+  error = args.exc_value
+  match = re.fullmatch(r"Worker subprocess exited with return code (-?\d+)", str(error))
+  if not (isinstance(error, RuntimeError) and match):
+    return None
+  code = int(match.group(1))
+  # The shell exits 128 + N when the worker is killed by signal N; killed itself, -N.
+  number = -code if code < 0 else code - 128 if 128 < code <= 128 + 64 else None
+  death = {"returncode": code, "signal": number, "shell_pid": None, "worker_id": None}
+  tb = args.exc_traceback
+  while tb is not None:
+    frame_locals = tb.tb_frame.f_locals
+    shell, worker = frame_locals.get("p"), frame_locals.get("self")
+    if getattr(shell, "pid", None) is not None:
+      death["shell_pid"] = shell.pid
+    if getattr(worker, "_worker_id", None) is not None:
+      death["worker_id"] = worker._worker_id
+    tb = tb.tb_next
+  return death
 
 
 def _raised_in_beam(tb) -> bool:

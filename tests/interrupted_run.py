@@ -26,7 +26,11 @@ def interrupt_when(moment: str) -> None:
       time.sleep(0.01)
   else:
     time.sleep(float(moment))
+  sent.append(time.time())
   os.kill(os.getpid(), signal.SIGINT)
+
+
+sent: list = []  # when the SIGINT was sent
 
 
 def is_beam_worker(process: psutil.Process) -> bool:
@@ -46,7 +50,7 @@ if __name__ == "__main__":
     run_keyed(slow, runner_options(runner))
   except KeyboardInterrupt:
     interrupted = True
-  seconds = time.time() - started
+  seconds, stop_seconds = time.time() - started, time.time() - (sent or [time.time()])[0]
   left = [p.pid for p in psutil.Process().children(recursive=True)]
   report = run_keyed(KeyedRun(models=3, hint=1, elements=30, stream="cycle", batch_size=3))
   print(
@@ -54,6 +58,7 @@ if __name__ == "__main__":
       {
         "interrupted": interrupted,
         "seconds": seconds,
+        "stop_seconds": stop_seconds,  # from the SIGINT to the run's KeyboardInterrupt
         "children_left": left,
         "next_elements_out": report.extra["elements_out"],
         "next_loads": report.loads,

@@ -402,3 +402,26 @@ def test_dask_runner_drops_finish_bundle_outputs_and_runs_only_the_last_branch()
   finally:
     cluster.close()
     shutil.rmtree(seen, ignore_errors=True)
+
+
+def test_a_failed_keyed_load_leaves_its_key_in_the_lru_and_every_later_eviction_fails():
+  from apache_beam.ml.inference.base import ModelHandler, _ModelHandlerManager
+
+  class Loads(ModelHandler):
+    def load_model(self):
+      return object()
+
+  class FileGone(ModelHandler):
+    def load_model(self):
+      raise FileNotFoundError("model.pt")
+
+  manager = _ModelHandlerManager({"a": Loads(), "gone": FileGone(), "b": Loads()})
+  manager.increment_max_models(1)
+  manager.load("a")
+  with pytest.raises(FileNotFoundError):
+    manager.load("gone")
+  assert list(manager._tag_map) == ["gone"]  # in the LRU, without a model
+  with pytest.raises(KeyError):
+    manager.load("b")  # evicting "gone" looks up a model it never had
+  with pytest.raises(KeyError):
+    manager.load("a")  # and so on: the manager never recovers

@@ -26,6 +26,7 @@ def _cli(*args, timeout=300):
     (["--batch-size", "0"], "--batch-size"),
     (["--models", "12"], "--model-mb"),
     (["--hints", "two"], "--hints"),
+    (["--memory-limit-mb", "0"], "--memory-limit-mb"),
   ],
 )
 def test_bad_arguments_exit_2_with_one_line_and_no_traceback(args, names):
