@@ -100,7 +100,7 @@ def stop_workers_on_interrupt() -> Iterator[RunStop]:
     # Beam's threads that served the workers fail as their workers go: expected, not news.
     # A worker's death reaches Beam's data plane a moment before its shell's exit reaches
     # us, so an error comes first: it waits a little for the death that explains it.
-    return stopping.wait(ECHO_WAIT_SECONDS)
+    return stopping.wait(_ECHO_WAIT_SECONDS)
 
   unwinding = threading.Event()  # the run raised already: a death is only recorded
 
@@ -109,7 +109,7 @@ def stop_workers_on_interrupt() -> Iterator[RunStop]:
     # Jupyter's stop button sends SIGINT to the kernel's whole process group, the workers
     # included: the run's own stop follows at once. Only a worker that died alone is a death.
     if death is not None and death["signal"] == signal.SIGINT:
-      stopping.wait(ECHO_WAIT_SECONDS)
+      stopping.wait(_ECHO_WAIT_SECONDS)
     if death is not None and not stopping.is_set():
       # A worker died under the run: Beam would wait for it forever. Stop the run as the
       # stop button does (the watcher re-sends the signal until the main thread acts).
@@ -137,7 +137,7 @@ def stop_workers_on_interrupt() -> Iterator[RunStop]:
 
   signal.signal(signal.SIGINT, on_interrupt)
   threading.excepthook = quiet_worker_deaths
-  for name in ECHOING_LOGGERS:
+  for name in _ECHOING_LOGGERS:
     logging.getLogger(name).addFilter(echoes)
   was_reaper = _adopt_orphans(True)
   watcher = _InterruptWatcher(interrupted, end_workers)
@@ -147,7 +147,7 @@ def stop_workers_on_interrupt() -> Iterator[RunStop]:
     # Beam's own error may be the echo of a worker's death (another worker's bundle failing
     # on its broken connection): give the death a moment to be recorded, so the run names it.
     unwinding.set()
-    stopping.wait(ECHO_WAIT_SECONDS)
+    stopping.wait(_ECHO_WAIT_SECONDS)
     raise
   finally:
     watcher.close()
@@ -156,15 +156,15 @@ def stop_workers_on_interrupt() -> Iterator[RunStop]:
     _adopt_orphans(was_reaper)
     signal.signal(signal.SIGINT, previous_handler)
     threading.excepthook = previous_hook
-    for name in ECHOING_LOGGERS:
+    for name in _ECHOING_LOGGERS:
       logging.getLogger(name).removeFilter(echoes)
     beam_logger.setLevel(beam_level)
 
 
-ECHO_WAIT_SECONDS = 2.0  # how long an error of Beam's waits for a worker death to explain it
+_ECHO_WAIT_SECONDS = 2.0  # how long an error of Beam's waits for a worker death to explain it
 # Beam's loggers that log a dying worker's broken stream as an error (a logger's filter sees
 # only the records of that logger, not of its children).
-ECHOING_LOGGERS = ("apache_beam.runners.worker.data_plane",)
+_ECHOING_LOGGERS = ("apache_beam.runners.worker.data_plane",)
 
 
 class _DropEchoes(logging.Filter):
