@@ -9,6 +9,7 @@ Prints each notebook's wall time and the peak memory of the kernel process tree;
 from __future__ import annotations
 
 import glob
+import re
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEP_METADATA = ("kernelspec", "language_info")
+PROGRESS = re.compile(r"\d+%\|")
 
 
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -32,9 +34,18 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
   for cell in nb.cells:
     cell.metadata = {k: v for k, v in cell.metadata.items() if k in ("tags",)}
     if cell.cell_type == "code":
+      cell.outputs = [out for out in cell.outputs if not _is_progress_bar(out)]
       for out in cell.outputs:
         out.get("metadata", {}).pop("transient", None)
   return nb
+
+
+def _is_progress_bar(output) -> bool:
+  """A tqdm bar shown as a widget: live while the cell runs, but saved as the text of its first
+  state ("0%| | 0/5"), which a reader of the saved notebook would take for a stalled run."""
+  data = output.get("data", {})
+  text = "".join(data.get("text/plain", ""))
+  return "application/vnd.jupyter.widget-view+json" in data and bool(PROGRESS.search(text))
 
 
 def _tree_rss_mb() -> float:
