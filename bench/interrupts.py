@@ -21,7 +21,10 @@ import time
 
 import psutil
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "tests", "interrupted_run.py")
+TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
+SCRIPT = os.path.join(TESTS, "interrupted_run.py")
+sys.path.insert(0, TESTS)
+from own_session import run_in_own_session  # noqa: E402
 
 
 def session_left(session: int) -> list[int]:
@@ -38,28 +41,19 @@ def session_left(session: int) -> list[int]:
 
 def one_round(moment: str) -> tuple[bool, str, float]:
   """(passed, why not, stop seconds) of one run of the scenario."""
-  child = subprocess.Popen(
-    [sys.executable, SCRIPT, "multiprocess", moment],
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-    start_new_session=True,
-  )
-  try:
-    stdout, stderr = child.communicate(timeout=120)
-  except subprocess.TimeoutExpired:
-    os.killpg(child.pid, 9)
-    child.communicate()
+  done, hung = run_in_own_session(SCRIPT, "multiprocess", moment)
+  if hung:
     return False, "hung for 120 s", float("nan")
+  stdout, stderr = done.stdout, done.stderr
   time.sleep(0.5)  # a stray worker would still be there (it waits 60 s for its log channel)
-  strays = session_left(child.pid)
+  strays = session_left(done.pid)
   for pid in strays:
     try:
       os.kill(pid, 9)
     except OSError:
       pass
-  if child.returncode != 0:
-    return False, f"exit status {child.returncode}: {stderr.strip()[-300:]}", float("nan")
+  if done.returncode != 0:
+    return False, f"exit status {done.returncode}: {stderr.strip()[-300:]}", float("nan")
   outcome = json.loads(stdout.strip().splitlines()[-1])
   problems = [
     "not interrupted" if not outcome["interrupted"] else "",

@@ -112,25 +112,13 @@ def test_clean_up_frees_the_models_and_ends_only_the_processes_started_since():
 )
 def test_an_interrupted_run_leaves_the_kernel_usable_and_no_processes_behind(runner, moment):
   import json
-  import subprocess
-  import sys
+
+  from own_session import run_in_own_session
 
   script = os.path.join(os.path.dirname(__file__), "interrupted_run.py")
-  # A session of its own: if the run hangs, the whole group (Beam's workers too) is killed.
-  child = subprocess.Popen(
-    [sys.executable, script, runner, moment],
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-    start_new_session=True,
-  )
-  try:
-    stdout, stderr = child.communicate(timeout=120)
-  except subprocess.TimeoutExpired:
-    os.killpg(child.pid, 9)
-    stdout, stderr = child.communicate()
-    pytest.fail(f"the interrupted run hung for 120 s:\n{stderr[-3000:]}")
-  done = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+  done, hung = run_in_own_session(script, runner, moment)
+  if hung:
+    pytest.fail(f"the interrupted run hung for 120 s:\n{done.stderr[-3000:]}")
   assert done.returncode == 0, done.stderr[-3000:]
   outcome = json.loads(done.stdout.strip().splitlines()[-1])
   assert outcome["interrupted"] and outcome["children_left"] == []

@@ -54,25 +54,15 @@ def test_a_run_past_its_memory_limit_ends_with_a_row_saying_so_and_the_sweep_goe
 
 def test_a_worker_killed_mid_run_ends_it_with_one_error_naming_the_process_and_the_cause():
   import os
-  import subprocess
-  import sys
+
+  from own_session import run_in_own_session
 
   script = os.path.join(os.path.dirname(__file__), "killed_worker_run.py")
-  # A session of its own: if the run hangs, the whole group (Beam's workers too) is killed.
-  child = subprocess.Popen(
-    [sys.executable, script],
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-    start_new_session=True,
-  )
-  try:
-    stdout, stderr = child.communicate(timeout=120)
-  except subprocess.TimeoutExpired:
-    os.killpg(child.pid, 9)
-    stdout, stderr = child.communicate()
+  done, hung = run_in_own_session(script)
+  stdout, stderr = done.stdout, done.stderr
+  if hung:
     pytest.fail(f"the run with a killed worker hung:\n{stderr[-3000:]}")
-  assert child.returncode == 0, stderr[-3000:]
+  assert done.returncode == 0, stderr[-3000:]
   outcome = json.loads(stdout.strip().splitlines()[-1])
   killed = outcome["killed"]
   assert "error" in outcome, outcome  # WorkerDied was raised
