@@ -104,7 +104,7 @@ def keyed_run(
   )
   start = time.perf_counter()
   with counting:
-    with beam.Pipeline() as p:
+    with beam.Pipeline(runner=fastpath.RUNNER) as p:
       handler = fastpath.keyed_block_handler(
         models, model_class, blocks_per_batch=blocks_per_batch, share_across_processes=share
       )

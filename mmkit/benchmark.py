@@ -53,7 +53,7 @@ def example_style(n: int) -> float:
   from apache_beam.ml.inference.base import RunInference
   from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
-  from mmkit.fastpath import RowsOf
+  from mmkit.fastpath import RUNNER, RowsOf
   from mmkit.models import BenchMLP, bench_model_path
 
   rows = RowsOf("random", n).block(0, n)
@@ -62,7 +62,7 @@ def example_style(n: int) -> float:
     state_dict_path=bench_model_path(0), model_class=BenchMLP, model_params={}, device="CPU"
   )
   start = time.perf_counter()
-  with beam.Pipeline() as p:
+  with beam.Pipeline(runner=RUNNER) as p:  # the recipe's runner, so only the feeding differs
     _ = p | beam.Create(elements) | RunInference(handler)
   return time.perf_counter() - start
 
@@ -78,7 +78,7 @@ def kit(n: int, keyed: bool = False) -> float:
   rows = fastpath.RowsOf("random", n)
   ranges = fastpath.index_ranges(n, BLOCK)
   start = time.perf_counter()
-  with beam.Pipeline() as p:
+  with beam.Pipeline(runner=fastpath.RUNNER) as p:
     if keyed:
       models = {f"k{i}": bench_model_path(i) for i in range(KEYED_MODELS)}
       handler = fastpath.keyed_block_handler(models, BenchMLP)

@@ -23,6 +23,7 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from mmkit.keyed import FixedBatchKeyedModelHandler
 
 __all__ = [
+  "RUNNER",
   "index_ranges",
   "block_inference_fn",
   "BlockModelHandler",
@@ -33,6 +34,12 @@ __all__ = [
   "RowsOf",
   "KEYED_BLOCKS_PER_BATCH",
 ]
+
+# Name the runner: `beam.Pipeline()` (the DirectRunner) first tries Beam's Prism runner for a
+# pipeline like this one. Online it downloads Prism's binary and runs the pipeline there, a
+# different runner; offline the download fails, after 0.11 s a run here and three empty temp
+# dirs, before it falls back to this in-process runner (docs/beam_findings.md, finding 14).
+RUNNER = "FnApiRunner"
 
 # Blocks per keyed batch: each batch costs one model request per key in it (a round trip to
 # Beam's model manager thread), so 32 blocks of 8 keys ask 9 times instead of 64 (measured in

@@ -425,3 +425,36 @@ def test_a_failed_keyed_load_leaves_its_key_in_the_lru_and_every_later_eviction_
     manager.load("b")  # evicting "gone" looks up a model it never had
   with pytest.raises(KeyError):
     manager.load("a")  # and so on: the manager never recovers
+
+
+# 14. `beam.Pipeline()` first tries the Prism runner; offline it falls back, leaving temp dirs.
+def test_the_default_runner_tries_prism_first_and_leaves_empty_temp_dirs(tmp_path, caplog):
+  import logging
+
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.testing.util import assert_that, equal_to
+
+  def run(pipeline):
+    with pipeline as p:
+      assert_that(p | beam.Create([1, 2]) | beam.Map(lambda x: x * 10), equal_to([10, 20]))
+
+  scratch = tmp_path / "tmp"
+  scratch.mkdir()
+  saved, tempfile.tempdir = tempfile.tempdir, str(scratch)  # where the attempt leaves its dirs
+  try:
+    with caplog.at_level(logging.INFO, logger="apache_beam.runners.direct.direct_runner"):
+      # A Prism binary that is not there fails the attempt at once, online or not (offline the
+      # download fails the same way, after a DNS lookup).
+      run(beam.Pipeline(options=PipelineOptions(prism_location=str(tmp_path / "no-prism.zip"))))
+      tried = [r.getMessage() for r in caplog.records]
+      caplog.clear()
+      run(beam.Pipeline(runner="FnApiRunner"))
+      named = [r.getMessage() for r in caplog.records]
+  finally:
+    tempfile.tempdir = saved
+  assert "Running pipeline with PrismRunner." in tried
+  assert "Falling back to DirectRunner" in tried
+  left = sorted(path.name for path in scratch.iterdir())
+  assert any(name.startswith("beam-temp") for name in left), left
+  assert all(not any(path.iterdir()) for path in scratch.iterdir())  # all of them empty
+  assert not any("Prism" in message for message in named)

@@ -48,7 +48,7 @@ def test_single_model_blocks_predict_what_the_plain_pipeline_predicts():
     start = starts[tuple(result.example[0].tolist())]
     return [(start + j, int(label)) for j, label in enumerate(result.inference.argmax(1))]
 
-  with beam.Pipeline() as p:
+  with beam.Pipeline(runner=fastpath.RUNNER) as p:
     fast = (
       p
       | "Ranges" >> beam.Create(fastpath.index_ranges(N, BLOCK))
@@ -93,7 +93,7 @@ def test_keyed_blocks_are_served_by_their_keys_model(blocks_per_batch, hint, sha
     first_row = first_rows[tuple(result.example[0].tolist())]
     return key, first_row, result.model_id, result.inference.argmax(1).tolist()
 
-  p = beam.Pipeline()
+  p = beam.Pipeline(runner=fastpath.RUNNER)
   out = (
     p
     | beam.Create(elements, reshuffle=False)
