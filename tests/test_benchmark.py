@@ -64,3 +64,16 @@ def test_bench_runs_only_the_patterns_asked_for():
   assert {(r["method"], r["pattern"]) for r in rows} == {("raw_torch", "single"), ("kit", "single")}
   with pytest.raises(ValueError, match="patterns"):
     run_bench(sizes=(1024,), patterns=("both",))
+
+
+def test_bench_rows_give_the_median_of_round_ratios_and_the_ratio_of_the_fastest_rounds():
+  from mmkit.benchmark import _rows
+
+  # Two rounds: (raw torch (seconds, others' CPU share), {method: (kit (seconds, share), start-up)})
+  rounds = [((1.0, 0.0), {"kit": ((2.0, 0.5), 0.1)}), ((3.0, 0.0), {"kit": ((1.5, 0.0), 0.1)})]
+  kit = {r["startup_included"]: r for r in _rows("single", 100, rounds) if r["method"] == "kit"}
+  assert kit[True]["ratios"] == [0.5, 2.0] and kit[True]["ratio_to_raw"] == 1.25
+  assert kit[True]["best_ratio"] == round(1.0 / 1.5, 3)  # the fastest raw over the fastest kit
+  assert kit[True]["seconds"] == 1.75 and kit[True]["others_cpu"] == 0.25
+  # Without start-up: the medians, less the kit's median start-up.
+  assert kit[False]["seconds"] == 1.65 and kit[False]["ratio_to_raw"] == round(2.0 / 1.65, 3)
