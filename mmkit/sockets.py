@@ -5,10 +5,11 @@ another process holds) serves objects through `multiprocessing` managers over lo
 `multiprocessing.connection.SocketClient` never sets `TCP_NODELAY`. A new connection ends its
 handshake with a write and sends its first request with another: two writes in a row, so Nagle's
 algorithm holds the request until the server ACKs the first write, and Linux delays that ACK by
-40 ms. `BaseProxy` opens a connection per proxy and thread, and Beam makes new proxies all the
-time, so the waits add up: a keyed run of 2 models (`direct`) opens 12 connections and took
-1.04 s with the waits, 0.62 s without; a batch sent to a model held by another worker process
-took 47 ms with them, 3-5 ms without (docs/beam_findings.md, finding 13; `python bench/nagle.py`).
+40 ms. `acquire()` opens four connections, a thread's proxies of one object one more, and Beam
+acquires new proxies all the time, so the waits add up: a keyed run of 2 models (`direct`)
+opens 12 connections and took 0.89 s with the waits, 0.42 s without; a batch sent to a model
+another worker process holds took 47.2 ms with them, 3.1 ms without (docs/beam_findings.md,
+finding 13; `python bench/nagle.py --runs 5`).
 
 Standalone (standard library only), so it can be copied into a project alone.
 """
