@@ -5,9 +5,10 @@
 Prints wall and CPU seconds (this process and its children): on a shared machine the CPU time
 moves less with the load. `--without` also times clicks without the explorer's fixes, in turn
 with the shipped ones (so both see the same load): `nagle`, Nagle's algorithm left on for Beam's
-model proxies (`mmkit.explorer._without_nagle`); `gc`, the cleanup's collection over every
-object of the process (`_young_objects_only`). bench/browser_click.py measures the click in
-chromium (goal: 1 s), which adds the widget's messages and the browser's drawing.
+model proxies (`mmkit.sockets.tcp_nodelay`, in the explorer and `run_keyed`); `gc`, the
+cleanup's collection over every object of the process (`_young_objects_only`).
+bench/browser_click.py measures the click in chromium (goal: 1 s), which adds the widget's
+messages and the browser's drawing.
 """
 
 import argparse
@@ -18,10 +19,14 @@ import time
 
 import psutil
 
-from mmkit import explorer
+from mmkit import experiment, explorer
 from mmkit.explorer import DEFAULTS, explore, figure_output, new_figure, peak_above_start
 
-FIXES = {"nagle": "_without_nagle", "gc": "_young_objects_only"}
+# Each fix: the (module, name) pairs that apply it.
+FIXES = {
+  "nagle": [(explorer, "tcp_nodelay"), (experiment, "tcp_nodelay")],
+  "gc": [(explorer, "_young_objects_only")],
+}
 
 
 def _cpu_seconds() -> float:
@@ -44,7 +49,7 @@ def main():
   unknown = set(off) - set(FIXES)
   if unknown:
     parser.error(f"unknown fix {', '.join(sorted(unknown))}: use {', '.join(FIXES)}")
-  shipped = {name: getattr(explorer, FIXES[name]) for name in off}
+  shipped = {(module, attr): getattr(module, attr) for name in off for module, attr in FIXES[name]}
   variants = {"as shipped": {}, **({f"without {'+'.join(off)}": shipped} if off else {})}
   figure = new_figure()  # the widget keeps one figure and redraws it
   explore(fig=figure)  # the first click also builds the synthetic models and warms imports
@@ -52,15 +57,15 @@ def main():
   cpus = {name: [] for name in variants}
   for _ in range(args.clicks):
     for name, removed in variants.items():  # in turn: both see the same background load
-      for fix in removed:
-        setattr(explorer, FIXES[fix], contextlib.nullcontext)
+      for module, attr in removed:
+        setattr(module, attr, contextlib.nullcontext)
       start, cpu = time.perf_counter(), _cpu_seconds()
       report, _ = explore(fig=figure)
       figure_output(figure)  # the PNG the widget sends
       walls[name].append(time.perf_counter() - start)
       cpus[name].append(_cpu_seconds() - cpu)
-      for fix, function in removed.items():
-        setattr(explorer, FIXES[fix], function)
+      for (module, attr), function in removed.items():
+        setattr(module, attr, function)
   print(f"explorer click in-process, defaults {DEFAULTS}, load average {os.getloadavg()[0]:.1f}:")
   for name in variants:
     print(

@@ -27,6 +27,7 @@ The notebooks in `notebooks/` tell the story; each module here holds the code th
 - `simulate`: Beam's LRU replayed without Beam, Belady's optimum, working sets (04, 05).
 - `experiment`, `explorer`, `capacity`, `workers`: one traced run, the hint widget, sizing a
   worker, and stopping a run cleanly (04).
+- `sockets`: Beam's shared-model connections without Nagle's 40 ms waits, for every kit run (04).
 - `faults`: a run that fails part-way (memory limit passed, worker killed, model file gone)
   says why in one line and keeps its partial report (04).
 - `sweep`: `python -m mmkit sweep`, the main job: one traced run per hint (04).

@@ -25,6 +25,7 @@ from mmkit.keyed import keyed_handler
 from mmkit.pipelines import CountElements, KeyedInference, new_pipeline
 from mmkit.settings import KeyedRun
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
+from mmkit.sockets import tcp_nodelay
 from mmkit.tracing import RunReport, Tracer, process_rss_mb
 from mmkit.validate import check_state_dict
 from mmkit.workers import child_pids, stop_workers_on_interrupt
@@ -91,7 +92,8 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   A run that fails part-way raises `mmkit.faults.RunFailed` (its memory limit passed:
   `MemoryLimitExceeded`; a worker process killed: `WorkerDied`; a model file that failed to
   load: `ModelFileFailed`, its elements dead letters) with the report traced until then as
-  `error.report`.
+  `error.report`. Beam's shared-model connections this process opens send at once
+  (`mmkit.sockets.tcp_nodelay`): the same loads, evictions and memory without 40 ms waits.
   """
   run.validate()
   if run.memory_limit_mb is not None and threading.current_thread() is not threading.main_thread():
@@ -104,7 +106,7 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   tracer, pipeline, stop = Tracer(memory_limit_mb=run.memory_limit_mb), None, None
   children_before = child_pids()
   try:
-    with tracer, stop_workers_on_interrupt() as stop:
+    with tcp_nodelay(), tracer, stop_workers_on_interrupt() as stop:
       # Made first, so a run stopped while its pipeline is built still removes its temp dir.
       pipeline = new_pipeline(run.runner, options)
       keyed_pipeline(

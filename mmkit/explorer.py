@@ -14,7 +14,6 @@ import glob
 import io
 import json
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -42,6 +41,7 @@ from mmkit.simulate import (
   optimal_loads,
   simulate_lru,
 )
+from mmkit.sockets import tcp_nodelay
 from mmkit.tracing import MemorySampler, RunReport
 
 __all__ = [
@@ -217,7 +217,7 @@ def explore(
     runner=runner,
     group=group,
   )
-  with _young_objects_only(), _without_nagle():
+  with _young_objects_only(), tcp_nodelay():
     if on_progress is None:
       report = run_keyed(run)
     else:
@@ -241,36 +241,6 @@ def _young_objects_only():
     yield
   finally:
     gc.unfreeze()
-
-
-@contextmanager
-def _without_nagle():
-  """Beam's shared models answer through `multiprocessing` managers over localhost TCP; their
-  connections send small messages with Nagle's algorithm on (`TCP_NODELAY` off).
-
-  The handshake's last message and a new connection's first request are two writes in a row,
-  so the request waits for the server's delayed ACK: 40 ms per connection, ten a keyed run (the
-  RunInference setup's model status and model manager proxies). A click took 1.40 s with the
-  waits and 0.95 s without, for the same CPU time (`python bench/explorer_click.py --clicks 9
-  --without nagle`, load 2.6). Meanwhile this sets `TCP_NODELAY` on the connections this process
-  opens; the run is the same (same messages, same loads), only without the waits.
-  """
-  import multiprocessing.connection as connection
-
-  plain = connection.SocketClient
-
-  def socket_client(address):
-    conn = plain(address)
-    if connection.address_type(address) == "AF_INET":
-      with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the fd's socket, shared
-    return conn
-
-  connection.SocketClient = socket_client
-  try:
-    yield
-  finally:
-    connection.SocketClient = plain
 
 
 class Progress(dict):

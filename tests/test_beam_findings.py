@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 
 import apache_beam as beam
 import psutil
@@ -425,6 +426,35 @@ def test_a_failed_keyed_load_leaves_its_key_in_the_lru_and_every_later_eviction_
     manager.load("b")  # evicting "gone" looks up a model it never had
   with pytest.raises(KeyError):
     manager.load("a")  # and so on: the manager never recovers
+
+
+# 13. A shared object's connections keep Nagle's algorithm on: acquire() opens four, and proxies
+#     one more per server and thread, each a handshake then a request that waits for an ACK.
+def test_shared_object_connections_keep_nagle_on_and_acquire_opens_four(monkeypatch):
+  from multiprocessing import connection
+
+  from mmkit.sockets import has_nodelay, tcp_nodelay
+
+  plain = connection.SocketClient
+  opened = []
+  monkeypatch.setattr(connection, "SocketClient", lambda a: opened.append(a) or plain(a))
+
+  def shared_list():  # uuid-tagged, as Beam's tags: the fixture stops its server
+    tag = uuid.uuid4().hex + "_nagle"
+    proxy = multi_process_shared.MultiProcessShared(list, tag=tag, always_proxy=True).acquire()
+    return proxy, proxy.get_auto_proxy_object()._token.address
+
+  proxy, server = shared_list()
+  # Counted at this object's server only: a proxy of another test freed meanwhile opens one too.
+  assert opened.count(server) == 4  # connect, create, incref, and the creator's decref
+  proxy.append(1)
+  assert opened.count(server) == 5  # the connection of this thread's proxies to that server
+  assert not has_nodelay(proxy.get_auto_proxy_object()._tls.connection)
+  with tcp_nodelay():  # the workaround: the same connections, with TCP_NODELAY
+    proxy, server = shared_list()
+    proxy.append(1)
+  assert opened.count(server) == 5
+  assert has_nodelay(proxy.get_auto_proxy_object()._tls.connection)
 
 
 # 14. `beam.Pipeline()` first tries the Prism runner; offline it falls back, leaving temp dirs.

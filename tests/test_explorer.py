@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-from multiprocessing.connection import Client, Listener
-
 from mmkit import data
 from mmkit.experiment import KeyedRun
 from mmkit.explorer import (
   DEFAULTS,
-  _without_nagle,
   explore,
   explorer,
   held_at_end,
@@ -84,19 +80,3 @@ def test_run_button_redraws_status_and_progress():
   predicted = swaps_by_hint(KeyedRun(**{**DEFAULTS, **SMALL, "hint": 1}))["lru"]
   assert status.value.startswith(f"{predicted[1]} loads,"), status.value
   assert status.value != first and not button.disabled
-
-
-def test_connections_made_during_a_run_send_at_once():
-  """Beam's model proxies are `multiprocessing` connections: during a run they have Nagle off
-  (a new connection's first request waited 40 ms for a delayed ACK); outside it, Python's own."""
-
-  def nodelay(conn) -> int:
-    with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:
-      return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-
-  with Listener(("127.0.0.1", 0)) as listener:  # no authkey: no handshake, no accept needed
-    with _without_nagle():
-      with Client(listener.address) as during:
-        assert nodelay(during)
-    with Client(listener.address) as after:
-      assert not nodelay(after)

@@ -80,6 +80,7 @@ STANDALONE = {
   "notebook",
   "plots",
   "simulate",
+  "sockets",
   "validate",
   "workers",
 }

@@ -1,0 +1,90 @@
+"""`mmkit.sockets.tcp_nodelay`: new TCP connections send at once while it is active, only then."""
+
+from __future__ import annotations
+
+from multiprocessing import connection
+from multiprocessing.connection import Client, Listener
+
+import pytest
+
+from mmkit import experiment
+from mmkit.experiment import KeyedRun, run_keyed
+from mmkit.sockets import has_nodelay, tcp_nodelay
+
+
+@pytest.fixture
+def listener():
+  # No authkey: no handshake, so no accept needed while the backlog has room.
+  with Listener(("127.0.0.1", 0), backlog=16) as listening:
+    yield listening
+
+
+def test_connections_opened_while_active_have_nagle_off_and_others_keep_it(listener):
+  plain = connection.SocketClient
+  with Client(listener.address) as before:
+    with tcp_nodelay():
+      with Client(listener.address) as during:
+        assert has_nodelay(during)
+      assert not has_nodelay(before)  # connections already open keep what they had
+    with Client(listener.address) as after:
+      assert not has_nodelay(after)
+  assert connection.SocketClient is plain
+
+
+def test_nested_and_overlapping_uses_share_one_patch_removed_by_the_last(listener):
+  plain = connection.SocketClient
+  with tcp_nodelay():
+    with tcp_nodelay():  # the explorer around run_keyed
+      pass
+    with Client(listener.address) as conn:  # the inner exit left the outer's patch in place
+      assert has_nodelay(conn)
+  assert connection.SocketClient is plain
+  # Uses that do not nest (two threads' runs): the first out leaves the patch to the second.
+  first, second = tcp_nodelay(), tcp_nodelay()
+  first.__enter__()
+  second.__enter__()
+  first.__exit__(None, None, None)
+  with Client(listener.address) as conn:
+    assert has_nodelay(conn)
+  second.__exit__(None, None, None)
+  assert connection.SocketClient is plain
+
+
+@pytest.mark.parametrize("error", [RuntimeError("failed"), KeyboardInterrupt()])
+def test_the_patch_is_removed_on_an_error_and_on_an_interrupt(error):
+  plain = connection.SocketClient
+  with pytest.raises(type(error)):
+    with tcp_nodelay():
+      raise error
+  assert connection.SocketClient is plain
+
+
+@pytest.mark.parametrize("error", [RuntimeError("failed"), KeyboardInterrupt()])
+def test_run_keyed_removes_the_patch_when_its_run_fails_or_is_interrupted(monkeypatch, error):
+  plain = connection.SocketClient
+
+  def broken(*args, **kwargs):
+    raise error
+
+  monkeypatch.setattr(experiment, "keyed_pipeline", broken)
+  with pytest.raises(type(error)):
+    run_keyed(KeyedRun(models=2, elements=8, model_mb=4, batch_size=8, runner="direct"))
+  assert connection.SocketClient is plain
+
+
+def test_every_connection_of_a_keyed_run_goes_through_the_patch(monkeypatch):
+  plain = connection.SocketClient
+  patched_when_opened = []
+
+  def recording(address):
+    # Called by the patch, if active: then `SocketClient` is the patch, not this function.
+    patched_when_opened.append(connection.SocketClient is not recording)
+    return plain(address)
+
+  monkeypatch.setattr(connection, "SocketClient", recording)
+  report = run_keyed(KeyedRun(models=2, elements=8, model_mb=4, batch_size=8, runner="direct"))
+  assert report.extra["elements_out"] == 8
+  # The model status and keyed manager proxies of RunInference's setup, its first batch, and
+  # the cleanup's releases: every one opened with Nagle off.
+  assert len(patched_when_opened) >= 10 and all(patched_when_opened)
+  assert connection.SocketClient is recording
