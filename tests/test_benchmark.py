@@ -77,3 +77,22 @@ def test_bench_rows_give_the_median_of_round_ratios_and_the_ratio_of_the_fastest
   assert kit[True]["seconds"] == 1.75 and kit[True]["others_cpu"] == 0.25
   # Without start-up: the medians, less the kit's median start-up.
   assert kit[False]["seconds"] == 1.65 and kit[False]["ratio_to_raw"] == round(2.0 / 1.65, 3)
+
+
+def test_bench_makes_the_rows_before_raw_torch_is_timed(monkeypatch):
+  from mmkit import benchmark
+
+  fastpath._rows.cache_clear()
+  made_while_timed = []
+  timed_raw = benchmark.raw_torch
+
+  def raw_torch(n, keyed=False):
+    misses = fastpath._rows.cache_info().misses
+    seconds = timed_raw(n, keyed)
+    if n == 3000:  # a round's raw torch (the warm-up runs one block)
+      made_while_timed.append(fastpath._rows.cache_info().misses - misses)
+    return seconds
+
+  monkeypatch.setattr(benchmark, "raw_torch", raw_torch)
+  benchmark.run_bench(sizes=(3000,), example_style_max=0, progress=False, patterns=("single",))
+  assert made_while_timed == [0]  # round 1's raw torch found its rows made
