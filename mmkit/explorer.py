@@ -41,7 +41,6 @@ from mmkit.simulate import (
   optimal_loads,
   simulate_lru,
 )
-from mmkit.sockets import tcp_nodelay
 from mmkit.tracing import MemorySampler, RunReport
 
 __all__ = [
@@ -217,7 +216,7 @@ def explore(
     runner=runner,
     group=group,
   )
-  with _young_objects_only(), tcp_nodelay():
+  with _young_objects_only():  # run_keyed turns Nagle's waits off (mmkit.sockets)
     if on_progress is None:
       report = run_keyed(run)
     else:
