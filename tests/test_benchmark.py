@@ -96,3 +96,18 @@ def test_bench_makes_the_rows_before_raw_torch_is_timed(monkeypatch):
   monkeypatch.setattr(benchmark, "raw_torch", raw_torch)
   benchmark.run_bench(sizes=(3000,), example_style_max=0, progress=False, patterns=("single",))
   assert made_while_timed == [0]  # round 1's raw torch found its rows made
+
+
+def test_bench_without_start_up_keeps_every_rows_compute(monkeypatch):
+  # Fakes with a known cost: 0.1 s of start-up, then 10 us a row, the same per row as raw torch.
+  # Timing start-up on a whole block at 2,000 rows would subtract half the rows' compute too.
+  from mmkit import benchmark
+
+  per_row, startup = 1e-5, 0.1
+  monkeypatch.setattr(benchmark, "raw_torch", lambda n, keyed=False: n * per_row)
+  monkeypatch.setattr(benchmark, "kit", lambda n, keyed=False: startup + n * per_row)
+  monkeypatch.setattr(benchmark, "example_style", lambda n: startup + n * 10 * per_row)
+  rows = benchmark.run_bench(sizes=(2000,), example_style_max=2000, progress=False)
+  bare = {r["method"]: r for r in rows if r["pattern"] == "single" and not r["startup_included"]}
+  assert bare["kit"]["ratio_to_raw"] == pytest.approx(1.0, abs=0.01)
+  assert bare["example_style"]["ratio_to_raw"] == pytest.approx(0.1, abs=0.01)
