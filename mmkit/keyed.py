@@ -1,8 +1,8 @@
 """Keyed model handlers with reproducible batching, and what Beam's manager decides (03, 04).
 
-Beam's `KeyedModelHandler` ignores the batching arguments of the handlers it wraps and
-batches adaptively, so the number of model swaps changes from run to run. Fixing the
-batch size makes a run's swaps reproducible (and predictable: see `mmkit.simulate`).
+Beam's `KeyedModelHandler` with several models ignores the batching arguments of the handlers it
+wraps and batches adaptively, so the number of model swaps changes from run to run (finding 15).
+Fixing the batch size makes a run's swaps reproducible (and predictable: see `mmkit.simulate`).
 """
 
 from __future__ import annotations

@@ -90,6 +90,23 @@ class WhereHandler(ModelHandler):
     return [(name, pid, os.getpid(), x) for name, pid, x in model(list(batch))]
 
 
+class BatchSizeHandler(ModelHandler):
+  """Asks Beam for batches of exactly `size` and logs the size of each batch it is given."""
+
+  def __init__(self, log_dir: str, size: int = 4):
+    super().__init__(min_batch_size=size, max_batch_size=size)
+    self._log_dir = log_dir
+
+  def load_model(self) -> None:
+    return None
+
+  def run_inference(
+    self, batch: Sequence[Any], model: Any, inference_args: Optional[dict] = None
+  ) -> Iterable:
+    append(self._log_dir, "batches", len(batch))
+    return list(batch)
+
+
 class OneByOneKeyedHandler(KeyedModelHandler):
   """Beam's KeyedModelHandler in batches of one element, so every run swaps alike."""
 

@@ -20,7 +20,13 @@ import psutil
 import pytest
 from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, RunInference
 from apache_beam.utils import multi_process_shared
-from beam_findings_helpers import OneByOneKeyedHandler, WhereHandler, in_memory
+from beam_findings_helpers import (
+  BatchSizeHandler,
+  OneByOneKeyedHandler,
+  WhereHandler,
+  in_memory,
+  read,
+)
 
 from mmkit.cleanup import release_resident_models
 
@@ -488,3 +494,22 @@ def test_the_default_runner_tries_prism_first_and_leaves_empty_temp_dirs(tmp_pat
   assert any(name.startswith("beam-temp") for name in left), left
   assert all(not any(path.iterdir()) for path in scratch.iterdir())  # all of them empty
   assert not any("Prism" in message for message in named)
+
+
+# 15. A KeyedModelHandler with several models drops the batch sizes its handlers ask for:
+#     RunInference batches adaptively, from one element up, as if none were set.
+def test_a_keyed_handler_with_several_models_drops_its_handlers_batch_sizes(tmp_path):
+  single = KeyedModelHandler(BatchSizeHandler(str(tmp_path / "single")))
+  several = KeyedModelHandler(
+    [KeyModelMapping([key], BatchSizeHandler(str(tmp_path / "several"))) for key in ("a", "b")]
+  )
+  assert single.batch_elements_kwargs() == {"min_batch_size": 4, "max_batch_size": 4}
+  assert several.batch_elements_kwargs() == {}
+  for name, handler in (("single", single), ("several", several)):
+    (tmp_path / name).mkdir()
+    pipeline = beam.Pipeline(options=in_memory())
+    _ = pipeline | beam.Create([("a", i) for i in range(16)]) | RunInference(handler)
+    pipeline.run().wait_until_finish()
+  assert read(str(tmp_path / "single"), "batches") == [4, 4, 4, 4]
+  several_sizes = read(str(tmp_path / "several"), "batches")
+  assert sum(several_sizes) == 16 and several_sizes[0] == 1  # Beam's adaptive start
