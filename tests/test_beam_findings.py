@@ -513,3 +513,44 @@ def test_a_keyed_handler_with_several_models_drops_its_handlers_batch_sizes(tmp_
   assert read(str(tmp_path / "single"), "batches") == [4, 4, 4, 4]
   several_sizes = read(str(tmp_path / "several"), "batches")
   assert sum(several_sizes) == 16 and several_sizes[0] == 1  # Beam's adaptive start
+
+
+# 16. ib.collect returns nothing for a PCollection after GroupIntoBatches (and leaves a thread
+#     waiting); p.run() on the same runner, then ib.collect, gives every batch.
+GROUP_INTO_BATCHES_UNDER_COLLECT = """
+import os
+import apache_beam as beam
+import apache_beam.runners.interactive.interactive_beam as ib
+from apache_beam.runners.interactive import interactive_environment
+from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
+
+data = [(k, i) for i in range(32) for k in 'abcdefgh']
+
+
+def pipeline():
+  p = beam.Pipeline(InteractiveRunner())
+  interactive_environment.current_env().add_user_pipeline(p)  # as a notebook's globals are
+  return p
+
+
+p = pipeline()
+batches = p | beam.Create(data) | beam.GroupIntoBatches(32)
+p = pipeline()
+grouped = p | beam.Create(data) | beam.GroupByKey()
+p = pipeline()
+run_first = p | beam.Create(data) | beam.GroupIntoBatches(32)
+p.run().wait_until_finish()
+print('counts', *[len(ib.collect(c, raw_records=True)) for c in (batches, grouped, run_first)])
+os._exit(0)  # the first collect left a thread waiting: a normal exit would wait for it
+"""
+
+
+def test_interactive_collect_returns_nothing_after_group_into_batches():
+  proc = subprocess.run(
+    [sys.executable, "-c", GROUP_INTO_BATCHES_UNDER_COLLECT],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  counts = [line for line in proc.stdout.splitlines() if line.startswith("counts")]
+  assert counts == ["counts 0 8 8"], proc.stderr[-2000:]
