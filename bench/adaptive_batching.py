@@ -1,6 +1,6 @@
 """Loads of the same thrashing pipeline, run after run: Beam sizes its batches (05, finding 15).
 
-    python bench/adaptive_batching.py [--runs 8] [--runner interactive|direct]
+    python bench/adaptive_batching.py [--runs 8] [--runner interactive|fnapi]
 
 Notebook 05's pipeline as it comes: a round-robin (cycle) stream of 256 elements over 8 keys,
 one 32 MB model each, `max_models_per_worker_hint=2`, no grouping, every handler asking for
@@ -8,8 +8,8 @@ batches of 32 (`min_batch_size=max_batch_size=32`). A `KeyedModelHandler` with s
 drops those sizes (finding 15), so Beam's `BatchElements` sizes the batches from its own timings,
 and the loads of one run depend on how its first batches went. After a one-element warm-up (the
 first load in a process pays one-off costs), each run prints its loads and its median batch per
-key; the kit's fixed batches of 32 (`mmkit.keyed`, notebook 05's `run_keyed`) load 64 times,
-every run.
+key. Batches of exactly 32 (notebook 05's `FixedBatchKeyedHandler`) would load what Beam's LRU
+replayed on them gives (`mmkit.simulate`), printed beside them.
 """
 
 import argparse
@@ -24,6 +24,7 @@ from mmkit import data, models
 from mmkit.cleanup import release_resident_models
 from mmkit.notebook import setup
 from mmkit.pipelines import ToKeyedTensor, keyed_examples, model_keys
+from mmkit.simulate import model_accesses, simulate_lru
 from mmkit.tracing import Tracer
 
 MB, HINT, BATCH = 32, 2, 32
@@ -71,11 +72,13 @@ def run_once(examples, keys, runner: str) -> tuple[int, float, float]:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--runs", type=int, default=8)
-  parser.add_argument("--runner", choices=("interactive", "direct"), default="interactive")
+  parser.add_argument("--runner", choices=("interactive", "fnapi"), default="interactive")
   args = parser.parse_args()
   setup()
   keys = model_keys(8)
-  examples = keyed_examples(data.key_stream("cycle", keys, 256))
+  stream = data.key_stream("cycle", keys, 256)
+  examples = keyed_examples(stream)
+  fixed = simulate_lru(model_accesses(stream, BATCH), HINT).loads
   run_once(examples[:1], keys, args.runner)  # warm-up
   loads = []
   for i in range(args.runs):
@@ -84,7 +87,7 @@ def main() -> None:
     print(f"run {i + 1}: {n:3d} loads, median batch per key {size:4.1f}, {seconds:.1f} s")
   print(
     f"{args.runs} runs on the {args.runner} runner: loads {sorted(loads)}, median "
-    f"{statistics.median(loads):g} (fixed batches of {BATCH}: 64 every run)"
+    f"{statistics.median(loads):g} (batches of exactly {BATCH}: {fixed}, Beam's LRU replayed)"
   )
 
 

@@ -210,27 +210,14 @@ def _rows(pattern: str, n: int, rounds: list) -> list[dict]:
     start_cost = median(timings[method][1] for _, timings in rounds)
     bare = median(s for s, _ in totals) - start_cost
     others = median(o for _, o in totals)
-    if bare < start_cost * UNSEPARABLE:
-      rows.append(_unseparable_row(method, pattern, n, others))
-    else:
+    if bare > 0 and bare >= start_cost * UNSEPARABLE:
       rows.append(_row(method, pattern, n, False, [(bare, others)], [raw_median / bare]))
+    else:  # the run was mostly start-up: no figure rather than noise
+      row = _row(method, pattern, n, False, [(1.0, others)], [0.0])
+      rows.append(
+        {**row, "seconds": None, "elements_per_s": None, "ratio_to_raw": None, "ratios": []}
+      )
   return rows
-
-
-def _unseparable_row(method: str, pattern: str, n: int, others: float) -> dict:
-  """A row without start-up whose run was mostly start-up: no figure rather than noise."""
-  return {
-    "method": method,
-    "pattern": pattern,
-    "elements": n,
-    "startup_included": False,
-    "seconds": None,
-    "elements_per_s": None,
-    "ratio_to_raw": None,
-    "ratios": [],
-    "best_ratio": None,
-    "others_cpu": round(others, 2),
-  }
 
 
 def _row(method, pattern, n, startup_included, measured, ratios, best_ratio=None) -> dict:

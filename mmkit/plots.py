@@ -225,7 +225,7 @@ def _setting(report, name: str):
 def digits_figure(rows: dict, n: int = 8):
   """A grid of digits: one row per named [N, 64] array, `n` columns (02, 03).
 
-  One image with white gaps, not an axes per digit: 48 axes took 1.4 s to draw, this 0.1 s.
+  One image with light gaps, not an axes per digit: 48 axes took over a second to draw.
   """
   import numpy as np
 

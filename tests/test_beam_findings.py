@@ -515,8 +515,8 @@ def test_a_keyed_handler_with_several_models_drops_its_handlers_batch_sizes(tmp_
   assert sum(several_sizes) == 16 and several_sizes[0] == 1  # Beam's adaptive start
 
 
-# 16. ib.collect returns nothing for a PCollection after GroupIntoBatches (and leaves a thread
-#     waiting); p.run() on the same runner, then ib.collect, gives every batch.
+# 16. ib.collect returns nothing for a PCollection after GroupIntoBatches (its run never ends,
+#     so a script never exits); p.run() on the same runner, then ib.collect, gives every batch.
 GROUP_INTO_BATCHES_UNDER_COLLECT = """
 import os
 import apache_beam as beam
@@ -540,17 +540,22 @@ grouped = p | beam.Create(data) | beam.GroupByKey()
 p = pipeline()
 run_first = p | beam.Create(data) | beam.GroupIntoBatches(32)
 p.run().wait_until_finish()
-print('counts', *[len(ib.collect(c, raw_records=True)) for c in (batches, grouped, run_first)])
-os._exit(0)  # the first collect left a thread waiting: a normal exit would wait for it
+counts = [len(ib.collect(c, raw_records=True)) for c in (batches, grouped, run_first)]
+print('counts', *counts, flush=True)
+os._exit(0)  # Beam's exit-time cleanup would wait forever for the first collect's thread
 """
 
 
-def test_interactive_collect_returns_nothing_after_group_into_batches():
+def test_interactive_collect_returns_nothing_after_group_into_batches(tmp_path):
   proc = subprocess.run(
     [sys.executable, "-c", GROUP_INTO_BATCHES_UNDER_COLLECT],
     capture_output=True,
     text=True,
     timeout=300,
+    env={**os.environ, "TMPDIR": str(tmp_path)},  # Beam's caches: os._exit skips their cleanup
   )
-  counts = [line for line in proc.stdout.splitlines() if line.startswith("counts")]
-  assert counts == ["counts 0 8 8"], proc.stderr[-2000:]
+  lines = [line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("counts")]
+  assert len(lines) == 1, proc.stderr[-2000:]
+  after_batches, after_group_by_key, run_first = map(int, lines[0])
+  # 0 of 8 in every run measured; fewer than 8 is the loss, whatever a faster machine catches
+  assert after_batches < 8 and after_group_by_key == 8 and run_first == 8
