@@ -210,28 +210,25 @@ def _rows(pattern: str, n: int, rounds: list) -> list[dict]:
     start_cost = median(timings[method][1] for _, timings in rounds)
     bare = median(s for s, _ in totals) - start_cost
     others = median(o for _, o in totals)
-    if bare > 0 and bare >= start_cost * UNSEPARABLE:
-      rows.append(_row(method, pattern, n, False, [(bare, others)], [raw_median / bare]))
-    else:  # the run was mostly start-up: no figure rather than noise
-      row = _row(method, pattern, n, False, [(1.0, others)], [0.0])
-      rows.append(
-        {**row, "seconds": None, "elements_per_s": None, "ratio_to_raw": None, "ratios": []}
-      )
+    separable = bare > 0 and bare >= start_cost * UNSEPARABLE
+    ratios = [raw_median / bare] if separable else []  # mostly start-up: no figure, not noise
+    rows.append(_row(method, pattern, n, False, [(bare, others)], ratios))
   return rows
 
 
 def _row(method, pattern, n, startup_included, measured, ratios, best_ratio=None) -> dict:
+  """One row; with no `ratios` (a run that was mostly start-up) its figures are None."""
   from statistics import median
 
-  seconds = median(s for s, _ in measured)
+  seconds = median(s for s, _ in measured) if ratios else None
   return {
     "method": method,
     "pattern": pattern,
     "elements": n,
     "startup_included": startup_included,
-    "seconds": float(f"{seconds:.4g}"),
-    "elements_per_s": round(n / seconds),
-    "ratio_to_raw": round(median(ratios), 3),
+    "seconds": None if seconds is None else float(f"{seconds:.4g}"),
+    "elements_per_s": None if seconds is None else round(n / seconds),
+    "ratio_to_raw": round(median(ratios), 3) if ratios else None,
     "ratios": [round(r, 3) for r in ratios],
     "best_ratio": None if best_ratio is None else round(best_ratio, 3),
     "others_cpu": round(median(o for _, o in measured), 2),
