@@ -22,6 +22,7 @@ from mmkit.faults import (
 )
 from mmkit.inputs import keyed_examples
 from mmkit.keyed import keyed_handler
+from mmkit.mmap_load import MmapPytorchModelHandlerTensor
 from mmkit.pipelines import CountElements, KeyedInference, new_pipeline
 from mmkit.settings import KeyedRun
 from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
@@ -40,9 +41,13 @@ __all__ = [
 
 
 def model_handlers(
-  n_models: int, model_mb: Optional[float] = None
+  n_models: int, model_mb: Optional[float] = None, load: str = "copy"
 ) -> dict[str, PytorchModelHandlerTensor]:
-  """A PyTorch handler per key: the source's specialist, or a synthetic model of `model_mb` MB."""
+  """A PyTorch handler per key: the source's specialist, or a synthetic model of `model_mb` MB.
+
+  `load="mmap"`: the kit's handler that maps the file instead of copying it (`mmkit.mmap_load`).
+  """
+  handler_class = MmapPytorchModelHandlerTensor if load == "mmap" else PytorchModelHandlerTensor
   handlers = {}
   for index, key in enumerate(model_keys(n_models)):
     if model_mb is None:
@@ -52,7 +57,7 @@ def model_handlers(
     else:
       cls, params = models.SizedModel, {"megabytes": model_mb}
       path = models.sized_model_path(model_mb, index)
-    handlers[key] = PytorchModelHandlerTensor(
+    handlers[key] = handler_class(
       state_dict_path=str(path), model_class=cls, model_params=params, device="CPU"
     )
   return handlers
@@ -102,7 +107,7 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
       "which only the main thread takes): run it there, or without a limit."
     )
   # Made before tracing: sized models are built once.
-  handlers = model_handlers(run.models, run.model_mb)
+  handlers = model_handlers(run.models, run.model_mb, run.load)
   tracer, pipeline, stop = Tracer(memory_limit_mb=run.memory_limit_mb), None, None
   children_before = child_pids()
   try:

@@ -28,6 +28,7 @@ from mmkit.cleanup import (
 )
 from mmkit.deadletter import ServeAloneOnFailure
 from mmkit.faults import ModelLoadError, model_path_of
+from mmkit.sockets import nodelay_while_alive
 
 __all__ = [
   "FixedBatchKeyedModelHandler",
@@ -81,6 +82,13 @@ class FixedBatchKeyedModelHandler(ServeAloneOnFailure, KeyedModelHandler):
 
   def should_skip_batching(self) -> bool:
     return self._prebatched
+
+  def set_environment_vars(self):
+    # Beam calls this first in each process's RunInference setup, before it connects to the
+    # shared model manager: Nagle's waits go from every process that uses the handler
+    # (a batch proxied to another worker's model: 47 ms with them, 3 ms without).
+    super().set_environment_vars()
+    nodelay_while_alive(self)
 
   def load_model(self):
     if self._single_model:

@@ -2,11 +2,11 @@
 
     python -m mmkit.memwatch ROOT_PID [--interval 0.05] [--refresh-every 10] [--limit-mb M]
 
-prints one JSON line per process per sample (`t`, `pid`, `rss_mb`, `role`, `ppid`) until its
-standard input closes or the root process ends. With `--limit-mb` it is also the run's memory
-watchdog: the first sample whose total passes M MB prints a `{"event": "memory_limit", ...}`
-line and sends SIGINT to the root, which ends the run (`mmkit.faults` says why no kernel limit
-fits).
+prints one JSON line per process per sample (`t`, `pid`, `rss_mb`, `file_mb`, `role`, `ppid`)
+until its standard input closes or the root process ends. With `--limit-mb` it is also the
+run's memory watchdog: the first sample whose total passes M MB prints a
+`{"event": "memory_limit", ...}` line and sends SIGINT to the root, which ends the run
+(`mmkit.faults` says why no kernel limit fits).
 `mmkit.tracing.MemorySampler` runs it beside a pipeline: a sampling *thread* inside the
 pipeline's process competes for the GIL with Beam's threads (a thrashing run keeps two per
 model load), and measured that way it cost a swapping run 5-8% of its time
@@ -71,7 +71,7 @@ class TreeSampler:
     now, samples = time.time(), []
     for proc in self.procs:
       try:
-        rss = proc.memory_info().rss / MB
+        info = proc.memory_info()
       except psutil.Error:
         continue
       if proc.pid not in self.roles:
@@ -84,7 +84,10 @@ class TreeSampler:
         {
           "t": now,
           "pid": proc.pid,
-          "rss_mb": rss,
+          "rss_mb": info.rss / MB,
+          # Resident pages backed by a file (mapped model weights, shared libraries): the
+          # kernel can drop them and read them again; `shared` on Linux, 0 where psutil lacks it.
+          "file_mb": getattr(info, "shared", 0) / MB,
           "role": self.roles[proc.pid],
           "ppid": self.parents[proc.pid],
         }

@@ -90,6 +90,13 @@ def above_start(report) -> list[tuple[float, float]]:
   return [(p["t"], p["rss_mb"] - base) for p in timeline]
 
 
+def file_backed_above_start(report) -> list[tuple[float, float]]:
+  """The file-backed part of the tree's memory (mapped weights), in MB above its first sample."""
+  timeline = report.memory_timeline()
+  base = timeline[0].get("file_mb", 0.0) if timeline else 0.0
+  return [(p["t"], p.get("file_mb", 0.0) - base) for p in timeline]
+
+
 def resident_models(report) -> list[tuple[float, int]]:
   """Models in memory (loaded, not yet freed) over the run, all processes: [(t, count)]."""
   steps, held = [(0.0, 0)], 0
@@ -125,6 +132,8 @@ def memory_timeline_figure(
 
   The red line is the process tree's resident memory minus its first sample, so a model's
   size reads directly off the y axis; the dashed line is what the models alone would take.
+  Where the run maps its weights (`mmkit.mmap_load`), a dotted red line shows the file-backed
+  part: pages the kernel can drop and read again, not memory the models own.
   On the lower panel (`models_ax`) the step line counts models resident (loads minus
   releases) against the hint, with loads and releases as thin ticks on lanes of their own.
   Given only `ax` (the explorer), the ticks go along the bottom of the memory panel.
@@ -140,6 +149,16 @@ def memory_timeline_figure(
     linewidth=1.2,
     label="memory above the start (process tree)",
   )
+  mapped = file_backed_above_start(report)
+  # Mapped weights are file-backed: drawn apart, since the kernel can drop them (05, mmap loads).
+  if max((mb for _, mb in mapped), default=0.0) > 8:
+    ax.plot(
+      *zip(*mapped),
+      color=MEMORY_COLOR,
+      linestyle=":",
+      linewidth=1.2,
+      label="of which file-backed (mapped weights, droppable)",
+    )
   steps = resident_models(report)
   size = model_mb if model_mb is not None else report.extra.get("model_mb")
   draw_models_memory(ax, steps, size)

@@ -12,7 +12,7 @@ from typing import Optional
 
 from mmkit import data
 
-__all__ = ["RUNNERS", "GROUPINGS", "KeyedRun"]
+__all__ = ["RUNNERS", "GROUPINGS", "LOADS", "KeyedRun"]
 
 # direct: the DirectRunner in this process; multiprocess: its worker processes;
 # interactive: Beam's InteractiveRunner, as in the notebooks (`mmkit.pipelines.new_pipeline`).
@@ -20,6 +20,9 @@ RUNNERS = ("direct", "multiprocess", "interactive")
 # What reaches RunInference together: the stream as it comes, after a GroupByKey, or
 # GroupIntoBatches per key (`mmkit.pipelines.keyed_inference_with_dead_letters`).
 GROUPINGS = ("none", "gbk", "batches")
+# How a keyed model is loaded: copy (Beam's PytorchModelHandlerTensor reads the file and copies it
+# into a new module) or mmap (`mmkit.mmap_load`: the file mapped, nothing copied).
+LOADS = ("copy", "mmap")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class KeyedRun:
   spread: bool = False
   # End the run once its process tree holds more than this many MB (a watchdog: mmkit.faults).
   memory_limit_mb: Optional[float] = None
+  # copy | mmap: how each model is loaded (LOADS)
+  load: str = "copy"
 
   def validate(self, cli: bool = False) -> "KeyedRun":
     """Raises ValueError naming the bad setting and the fix; returns self.
@@ -66,7 +71,12 @@ class KeyedRun:
       positive_int(field)
     if self.hint is not None:
       positive_int("hint")
-    for field, choices in (("stream", data.STREAMS), ("group", GROUPINGS), ("runner", RUNNERS)):
+    for field, choices in (
+      ("stream", data.STREAMS),
+      ("group", GROUPINGS),
+      ("runner", RUNNERS),
+      ("load", LOADS),
+    ):
       if getattr(self, field) not in choices:
         raise ValueError(
           f"unknown {name(field)} {getattr(self, field)!r}: use one of {', '.join(choices)}."

@@ -16,7 +16,7 @@ import time
 from typing import Optional, Sequence
 
 from mmkit import data
-from mmkit.settings import GROUPINGS, RUNNERS, KeyedRun
+from mmkit.settings import GROUPINGS, LOADS, RUNNERS, KeyedRun
 
 __all__ = [
   "COLUMNS",
@@ -33,6 +33,7 @@ __all__ = [
 COLUMNS = [
   "hint",
   "group",
+  "load",
   "models",
   "elements",
   "elements_out",
@@ -63,6 +64,7 @@ def sweep_reports(
   isolate: bool = True,
   spread: bool = DEFAULT.spread,
   memory_limit_mb: Optional[float] = DEFAULT.memory_limit_mb,
+  load: str = DEFAULT.load,
 ) -> list:
   """One traced keyed run per hint; returns their RunReports (timelines included).
 
@@ -88,6 +90,7 @@ def sweep_reports(
       group=group,
       spread=spread,
       memory_limit_mb=memory_limit_mb,
+      load=load,
     ).validate()
     for hint in hints
   ]
@@ -236,6 +239,7 @@ def run_command(args, parser) -> int:
     progress=not args.no_progress,
     spread=args.spread,
     memory_limit_mb=args.memory_limit_mb,
+    load=args.load,
   )
   rows = [r.summary() for r in reports]
   print(json.dumps(rows, indent=1) if args.json else format_table(rows))
@@ -300,6 +304,13 @@ def add_parser(commands) -> None:
     default=DEFAULT.group,
     help="none: the stream as it comes; gbk: GroupByKey before inference; "
     "batches: GroupIntoBatches per key",
+  )
+  p.add_argument(
+    "--load",
+    choices=LOADS,
+    default=DEFAULT.load,
+    help="copy: Beam's PyTorch handler (reads the file, copies it into a new module); "
+    "mmap: the kit's handler maps the file, copying nothing (mmkit.mmap_load)",
   )
   p.add_argument(
     "--spread",

@@ -254,7 +254,7 @@ class MemorySampler:
     self.in_process = in_process
     self.limit_mb = limit_mb  # the watchdog: SIGINT to this process once the tree passes it
     self.limit_reached: Optional[dict] = None  # {"t", "rss_mb", "limit_mb", "processes"}
-    self.samples: list[dict] = []  # {"t", "pid", "rss_mb", "role", "ppid"}
+    self.samples: list[dict] = []  # {"t", "pid", "rss_mb", "file_mb", "role", "ppid"}
     self._tree = TreeSampler()
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
@@ -412,12 +412,21 @@ class RunReport:
     return self.beam_loads_by_key.get("*", 0)
 
   def memory_timeline(self) -> list[dict]:
-    """Total RSS of the process tree per sampling instant: [{"t", "rss_mb", "processes"}]."""
-    totals: dict[float, list[float]] = {}
+    """Total RSS of the tree per sampling instant: [{"t", "rss_mb", "file_mb", "processes"}].
+
+    `file_mb` is the part of it backed by files (mapped weights, libraries): pages the kernel can
+    drop under pressure, shared by processes that map the same file.
+    """
+    totals: dict[float, list[tuple[float, float]]] = {}
     for s in self.samples:
-      totals.setdefault(s["t"], []).append(s["rss_mb"])
+      totals.setdefault(s["t"], []).append((s["rss_mb"], s.get("file_mb", 0.0)))
     return [
-      {"t": t - self.start, "rss_mb": sum(v), "processes": len(v)}
+      {
+        "t": t - self.start,
+        "rss_mb": sum(rss for rss, _ in v),
+        "file_mb": sum(file for _, file in v),
+        "processes": len(v),
+      }
       for t, v in sorted(totals.items())
     ]
 
@@ -591,7 +600,7 @@ class RunReport:
     """Memory samples per process as a pandas DataFrame, `t` in seconds from the run's start."""
     import pandas as pd
 
-    frame = pd.DataFrame(self.samples, columns=["t", "pid", "rss_mb", "role"])
+    frame = pd.DataFrame(self.samples, columns=["t", "pid", "rss_mb", "file_mb", "role"])
     frame["t"] = frame["t"] - self.start
     return frame
 
