@@ -1,28 +1,32 @@
-"""The cost of a swap: how long Beam takes to load a keyed model, against what it cannot avoid.
+"""The cost of a swap: Beam's load, the kit's mapped load and the floor, side by side; then a
+thrashing run with each load against the same run grouped (no thrashing).
 
-    python bench/swap_cost.py [--sizes 16 64 256] [--loads 8] [--repeats 8] [--json]
+    python bench/swap_cost.py [--sizes 16 64 256 1024] [--repeats 7]
+                              [--thrash-pairs 5] [--thrash-mb 64] [--json] [--parts loads,thrash]
 
-For synthetic models of each size (`mmkit.models.SizedModel`, `sized_model_path`):
+`loads`: for synthetic models of each size (`mmkit.models.SizedModel`), in rounds that take the
+three loads in turn (the order rotating each round), the page cache warm:
 
-- `load_ms`: Beam loading a keyed model, from the kit's trace (`mmkit.tracing` load events
-  carry "seconds"). The run is `mmkit.experiment.run_keyed` with 2 models, hint 1, a
-  `cycle` stream and batches of 1: every batch evicts one model and loads the other.
-- `floor_ms`: `torch.load` of the same state dict file, from the page cache.
-- `build_ms`: constructing the model class, as Beam does before loading the state dict
-  (SizedModel skips random init; `build_init_ms` is the same layers randomly initialised).
-- `copy_ms`: `load_state_dict`, copying the loaded tensors into a freshly built module
-  (its memory is first touched then).
-- `stream_load_ms`: `torch.load` of a file object opened through Beam's `FileSystems`, as
-  Beam's PyTorch handler does (the floor reads a path).
+- `beam_ms`: Beam's `PytorchModelHandlerTensor.load_model()`: build the module, `torch.load` a
+  file object opened through `FileSystems`, copy into the module;
+- `mmap_ms`: the kit's `MmapPytorchModelHandlerTensor.load_model()` (`mmkit.mmap_load`);
+- `floor_ms`: `torch.load(path, mmap=True, weights_only=True)` alone: mapping the file, no module;
+- `*_first_batch_ms`: the first forward pass (a batch of 32) right after each load: a mapped
+  model's pages are first touched there.
 
-Beam's load is about build + stream_load + copy. Medians over `--loads` traced loads and
-`--repeats` timings; the machine may be shared, so `others_cpu` says how much of it other
-processes used meanwhile. Figures: docs/fast_path.md, "The cost of a swap".
+Each round gives the ratios `mmap / floor` and `beam / mmap`; the table holds medians.
+
+`thrash`: the keyed pipeline of `python -m mmkit sweep` (8 models of `--thrash-mb` MB, hint 2,
+batches of 32, a zipf stream of 2,000 elements), each run in a fresh process, in pairs taken in
+turn: Beam's load as it comes, the mapped load as it comes, Beam's load after a GroupByKey
+(every model loaded once). A row per pair: each run's wall `seconds` and loads, and the ratios
+to the grouped run. Figures: docs/fast_path.md, "Cheap swaps".
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import statistics
@@ -31,111 +35,131 @@ import time
 from typing import Callable
 
 import torch
+from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
 from mmkit import models
 from mmkit.benchmark import BusyMeter
-
-
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-  """Median wall time of `fn` in ms."""
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return 1000 * statistics.median(times)
+from mmkit.mmap_load import MmapPytorchModelHandlerTensor
 
 
 def _warm_page_cache(path) -> None:
-  """Reads the file once, so every timing below reads it from memory, as Beam's loads do."""
+  """Reads the file once, so every load below reads it from memory, as a swap in a run does."""
   with open(path, "rb") as f:
     while f.read(1 << 24):
       pass
 
 
-def beam_load_ms(megabytes: float, loads: int) -> list[float]:
-  """The `seconds` of every model load a thrashing keyed run traced, in ms."""
-  from mmkit.experiment import KeyedRun, run_keyed
-
-  run = KeyedRun(models=2, hint=1, elements=loads, stream="cycle", model_mb=megabytes, batch_size=1)
-  report = run_keyed(run)
-  return [1000 * e["seconds"] for e in report.events if e["event"] == "load"]
+def _timed(fn: Callable[[], object]) -> tuple[object, float]:
+  start = time.perf_counter()
+  value = fn()
+  return value, 1000 * (time.perf_counter() - start)
 
 
-def _copy_ms(megabytes: float, state: dict, repeats: int) -> float:
-  """Median ms of `load_state_dict` into a new module (its memory is first touched then)."""
-  times = []
-  for _ in range(repeats):
-    module = models.SizedModel(megabytes)
-    start = time.perf_counter()
-    module.load_state_dict(state)
-    times.append(time.perf_counter() - start)
-    del module
-  return 1000 * statistics.median(times)
+def _first_batch_ms(model: torch.nn.Module) -> float:
+  batch = torch.rand(32, 64)
+  with torch.no_grad():
+    return _timed(lambda: model(batch))[1]
 
 
-def swap_row(megabytes: float, loads: int, repeats: int) -> dict:
-  """One table row: Beam's load, the torch.load floor and building the module, in ms (medians)."""
-  from apache_beam.io.filesystems import FileSystems
-
-  paths = [str(models.sized_model_path(megabytes, index)) for index in range(2)]
-  for path in paths:
-    _warm_page_cache(path)
-
-  def load_state():
-    return torch.load(paths[0], map_location="cpu", weights_only=True)
-
-  def load_state_as_beam_does():
-    # Beam's PyTorch handler hands torch.load a file object opened through FileSystems.
-    with FileSystems.open(paths[0], "rb") as f:
-      return torch.load(f, map_location="cpu", weights_only=True)
-
+def load_rows(megabytes: float, repeats: int) -> dict:
+  """One size: median load and first-batch times of Beam's load, the mapped load and the floor."""
+  path = str(models.sized_model_path(megabytes, 0))
+  _warm_page_cache(path)
+  params = {"megabytes": megabytes}
+  loaders = {
+    "beam": PytorchModelHandlerTensor(path, models.SizedModel, params).load_model,
+    "mmap": MmapPytorchModelHandlerTensor(path, models.SizedModel, params).load_model,
+    "floor": lambda: torch.load(path, mmap=True, weights_only=True),
+  }
+  times: dict[str, list[float]] = {name: [] for name in loaders}
+  first: dict[str, list[float]] = {"beam": [], "mmap": []}
   with BusyMeter() as busy:
-    beam_ms = beam_load_ms(megabytes, loads)
-    floor_ms = _median_ms(load_state, repeats)
-    stream_ms = _median_ms(load_state_as_beam_does, repeats)
-    build_ms = _median_ms(lambda: models.SizedModel(megabytes), repeats)
-    # Random init of big layers is slow: fewer timings.
-    build_init_ms = _median_ms(
-      lambda: models.SizedModel(megabytes, initialize=True), max(repeats // 4, 1)
-    )
-    copy_ms = _copy_ms(megabytes, load_state(), repeats)
-  load_ms = statistics.median(beam_ms)
+    for round_ in range(repeats):
+      names = list(loaders)
+      names = names[round_ % 3 :] + names[: round_ % 3]  # each load goes first in turn
+      for name in names:
+        loaded, ms = _timed(loaders[name])
+        times[name].append(ms)
+        if name in first:
+          first[name].append(_first_batch_ms(loaded))
+        del loaded
+        gc.collect()
+  median = statistics.median
   return {
     "model_mb": megabytes,
-    "loads": len(beam_ms),
-    "load_ms": round(load_ms, 1),
-    "floor_ms": round(floor_ms, 1),
-    "build_ms": round(build_ms, 2),
-    "copy_ms": round(copy_ms, 1),
-    "stream_load_ms": round(stream_ms, 1),
-    "build_init_ms": round(build_init_ms, 1),
-    "load_over_floor": round(load_ms / floor_ms, 2),
+    "beam_ms": round(median(times["beam"]), 1),
+    "mmap_ms": round(median(times["mmap"]), 2),
+    "floor_ms": round(median(times["floor"]), 2),
+    "beam_first_batch_ms": round(median(first["beam"]), 1),
+    "mmap_first_batch_ms": round(median(first["mmap"]), 1),
+    "mmap_over_floor": round(median(m / f for m, f in zip(times["mmap"], times["floor"])), 2),
+    "beam_over_mmap": round(median(b / m for b, m in zip(times["beam"], times["mmap"])), 1),
+    "rounds": repeats,
     "others_cpu": round(busy.others, 2),
   }
 
 
+THRASH_RUNS = {"copy": ("copy", "none"), "mmap": ("mmap", "none"), "grouped": ("copy", "gbk")}
+
+
+def thrash_pairs(megabytes: float, pairs: int) -> list[dict]:
+  """Rounds of three fresh-process keyed runs: copy, mmap (as they come) and grouped."""
+  from mmkit.settings import KeyedRun
+  from mmkit.sweep import _run_in_fresh_process
+
+  rows = []
+  for round_ in range(pairs):
+    row = {"round": round_ + 1}
+    for name, (load, group) in THRASH_RUNS.items():
+      run = KeyedRun(models=8, hint=2, model_mb=megabytes, load=load, group=group)
+      report = _run_in_fresh_process(run.validate())
+      row[f"{name}_s"] = round(report.seconds, 2)
+      row[f"{name}_loads"] = report.loads
+      row[f"{name}_load_ms"] = report.load_ms
+    row["copy_over_grouped"] = round(row["copy_s"] / row["grouped_s"], 2)
+    row["mmap_over_grouped"] = round(row["mmap_s"] / row["grouped_s"], 2)
+    rows.append(row)
+    print(json.dumps(row), file=sys.stderr)  # progress: a round takes a minute or more
+  return rows
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument(
-    "--sizes", type=float, nargs="+", default=[16, 64, 256], help="model sizes in MB"
-  )
-  parser.add_argument("--loads", type=int, default=8, help="traced Beam loads per size")
-  parser.add_argument(
-    "--repeats", type=int, default=8, help="timings of torch.load, build and copy"
-  )
-  parser.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
+  parser.add_argument("--sizes", type=float, nargs="+", default=[16, 64, 256, 1024])
+  parser.add_argument("--repeats", type=int, default=7, help="rounds of the three loads per size")
+  parser.add_argument("--thrash-pairs", type=int, default=5, help="rounds of the three runs")
+  parser.add_argument("--thrash-mb", type=float, default=64, help="model size of the runs")
+  parser.add_argument("--parts", default="loads,thrash", help="loads, thrash or both")
+  parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
   args = parser.parse_args(argv)
-  if args.loads < 1 or args.repeats < 1 or any(not size > 0 for size in args.sizes):
-    parser.error("--sizes must be > 0, --loads and --repeats >= 1")
+  parts = set(args.parts.split(","))
+  if parts - {"loads", "thrash"} or not parts:
+    parser.error(f"--parts takes loads, thrash or loads,thrash, got {args.parts!r}")
+  if args.repeats < 1 or args.thrash_pairs < 1 or not all(size > 0 for size in args.sizes):
+    parser.error("--sizes must be > 0, --repeats and --thrash-pairs >= 1")
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
-  rows = [swap_row(size, args.loads, args.repeats) for size in args.sizes]
+  out = {}
+  if "loads" in parts:
+    out["loads"] = [load_rows(size, args.repeats) for size in args.sizes]
+  if "thrash" in parts:
+    rows = thrash_pairs(args.thrash_mb, args.thrash_pairs)
+    medians = {
+      key: statistics.median(row[key] for row in rows)
+      for key in rows[0]
+      if key.endswith(("_s", "_over_grouped"))
+    }
+    out["thrash"] = {"model_mb": args.thrash_mb, "rounds": rows, "medians": medians}
   if args.json:
-    print(json.dumps(rows, indent=1))
-  else:
-    import pandas as pd
+    print(json.dumps(out, indent=1))
+    return 0
+  import pandas as pd
 
-    print(pd.DataFrame(rows).to_string(index=False))
+  if "loads" in out:
+    print(pd.DataFrame(out["loads"]).to_string(index=False))
+  if "thrash" in out:
+    print(f"\nthrashing run, 8 models of {args.thrash_mb:g} MB, hint 2, batches of 32, zipf:")
+    print(pd.DataFrame(out["thrash"]["rounds"]).to_string(index=False))
+    print("medians:", json.dumps(out["thrash"]["medians"]))
   return 0
 
 

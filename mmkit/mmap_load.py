@@ -33,6 +33,7 @@ them again, and processes that map the same file share them (docs/fast_path.md m
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import logging
@@ -51,6 +52,7 @@ __all__ = [
   "place_on",
   "cache_dir",
   "mapped_files",
+  "meta_module",
 ]
 
 _CHUNK = 1 << 24  # bytes per read when copying or hashing a file
@@ -137,17 +139,25 @@ def place_on(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
   return model
 
 
+def meta_module(model_class: Callable[..., torch.nn.Module], model_params: Optional[dict] = None):
+  """`model_class(**model_params)` built on the `meta` device: its shapes, no memory, no init."""
+  with torch.device("meta"):
+    return model_class(**(model_params or {}))
+
+
 def load_mmap_model(
   path: str,
   model_class: Callable[..., torch.nn.Module],
   model_params: Optional[dict] = None,
   device: torch.device = torch.device("cpu"),
   load_model_args: Optional[dict] = None,
+  template: Optional[torch.nn.Module] = None,
 ) -> torch.nn.Module:
   """`model_class(**model_params)` with the state dict at `path` mapped, not copied, in eval mode.
 
   The module is built on the `meta` device, so its constructor allocates and initialises
-  nothing; `assign=True` then makes the mapped tensors its parameters and buffers.
+  nothing (or copied from `template`, a `meta_module` of the same class: cheaper than building
+  it again); `assign=True` then makes the mapped tensors its parameters and buffers.
   """
   args = {"weights_only": True, **(load_model_args or {}), "mmap": True, "map_location": "cpu"}
   try:
@@ -159,8 +169,9 @@ def load_mmap_model(
         "path), or load it with Beam's PytorchModelHandlerTensor."
       ) from error
     raise
-  with torch.device("meta"):
-    model = model_class(**(model_params or {}))
+  model = (
+    copy.deepcopy(template) if template is not None else meta_module(model_class, model_params)
+  )
   model.load_state_dict(state, assign=True)
   left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
   if left:
@@ -220,6 +231,11 @@ class MmapPytorchModelHandlerTensor(PytorchModelHandlerTensor):
     self.model_params = dict(model_params or {})
     self.device_name = device
     self.load_model_args = dict(kwargs.get("load_model_args") or {})
+    self._template: Optional[torch.nn.Module] = None  # meta_module, made at the first load
+
+  def __getstate__(self):
+    # Sent to workers without the template: each process builds its own at its first load.
+    return {**self.__dict__, "_template": None}
 
   def load_model(self) -> torch.nn.Module:
     device = torch.device("cpu")
@@ -227,8 +243,15 @@ class MmapPytorchModelHandlerTensor(PytorchModelHandlerTensor):
       device = torch.device("cuda") if _cuda_usable() else device
       if device.type == "cpu":
         logging.warning("A 'GPU' device was asked for, but no GPU can be used: loading on CPU.")
+    if self._template is None:  # built once per process: a copy of it is cheaper than a build
+      self._template = meta_module(self.model_class, self.model_params)
     model = load_mmap_model(
-      self.state_dict_path, self.model_class, self.model_params, device, self.load_model_args
+      self.state_dict_path,
+      self.model_class,
+      self.model_params,
+      device,
+      self.load_model_args,
+      self._template,
     )
     # Beam's run_inference moves each batch to this device; Beam's own load_model sets it too.
     self._device = device

@@ -88,6 +88,15 @@ class Denoiser(nn.Module):
     return self.net(x)
 
 
+def uninitialized_linear(*shape) -> nn.Linear:
+  """`nn.Linear(*shape)` without random init, on the default device (`meta` inside
+  `with torch.device("meta")`, where `mmkit.mmap_load` builds a module: then it holds no memory).
+
+  `torch.nn.utils.skip_init` would put it on the CPU whatever the default device.
+  """
+  return nn.Linear(*shape, device="meta").to_empty(device=torch.empty(0).device)
+
+
 class SizedModel(nn.Module):
   """A classifier whose float32 weights take about `megabytes` MB, so loads show in memory (04)."""
 
@@ -98,9 +107,7 @@ class SizedModel(nn.Module):
     width = max(8, int((-(64 + 10 + 3) + ((64 + 10 + 3) ** 2 + 4 * floats) ** 0.5) / 2))
     # Random init of a big layer costs more than loading its weights; Beam loads a state
     # dict right after construction, so only `sized_model_path` asks for an initialized model.
-    linear = (
-      nn.Linear if initialize else (lambda *shape: torch.nn.utils.skip_init(nn.Linear, *shape))
-    )
+    linear = nn.Linear if initialize else uninitialized_linear
     self.net = nn.Sequential(
       linear(64, width), nn.ReLU(), linear(width, width), nn.ReLU(), linear(width, 10)
     )
@@ -185,7 +192,7 @@ class BenchMLP(nn.Module):
     super().__init__()
 
     def linear(*shape):
-      return nn.Linear(*shape) if initialize else torch.nn.utils.skip_init(nn.Linear, *shape)
+      return nn.Linear(*shape) if initialize else uninitialized_linear(*shape)
 
     self.net = nn.Sequential(
       linear(64, 1024), nn.ReLU(), linear(1024, 1024), nn.ReLU(), linear(1024, 10)

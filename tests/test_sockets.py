@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import subprocess
+import sys
 from multiprocessing import connection
 from multiprocessing.connection import Client, Listener
 
 import pytest
 
-from mmkit import experiment
+from mmkit import experiment, sockets
 from mmkit.experiment import KeyedRun, run_keyed
 from mmkit.sockets import has_nodelay, tcp_nodelay
 
@@ -87,4 +90,56 @@ def test_every_connection_of_a_keyed_run_goes_through_the_patch(monkeypatch):
   # The model status and keyed manager proxies of RunInference's setup, its first batch, and
   # the cleanup's releases: every one opened with Nagle off.
   assert len(patched_when_opened) >= 10 and all(patched_when_opened)
-  assert connection.SocketClient is recording
+  # run_keyed's own patch is gone; what may be left is the keyed handler's, for as long as the
+  # handler lives (here pytest keeps the stopped server threads' exceptions, which hold it:
+  # the next test checks in a process of its own that it goes).
+  assert sockets._users == len(sockets._owners) <= 1
+
+
+def test_the_handlers_patch_goes_with_the_handler_after_a_run():
+  script = (
+    "import gc\n"
+    "from multiprocessing import connection\n"
+    "plain = connection.SocketClient\n"
+    "from mmkit.experiment import KeyedRun, run_keyed\n"
+    "run_keyed(KeyedRun(models=2, elements=8, model_mb=4, batch_size=8))\n"
+    "gc.collect()\n"
+    "print(connection.SocketClient is plain)\n"
+  )
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+  assert done.stdout.split()[-1:] == ["True"], done.stderr[-2000:]
+
+
+def test_connections_accepted_while_active_have_nagle_off_too(listener):
+  """A server's replies (a batch's predictions, over 16 KB: two writes) must not wait either."""
+  accept = connection.SocketListener.accept
+  with tcp_nodelay():
+    with Client(listener.address), listener.accept() as accepted:
+      assert has_nodelay(accepted)
+  with Client(listener.address), listener.accept() as accepted:
+    assert not has_nodelay(accepted)
+  assert connection.SocketListener.accept is accept
+
+
+def test_a_handler_keeps_nagle_off_in_its_process_while_it_lives(listener):
+  """What each Beam worker process does at RunInference's setup, undone when the DoFn goes."""
+  from apache_beam.ml.inference.base import KeyModelMapping
+  from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
+
+  from mmkit.keyed import FixedBatchKeyedModelHandler
+  from mmkit.models import MLPClassifier, model_path
+
+  plain = connection.SocketClient
+  path = str(model_path("specialist_clean"))
+  handler = FixedBatchKeyedModelHandler(
+    [KeyModelMapping([k], PytorchModelHandlerTensor(path, MLPClassifier, {})) for k in "ab"]
+  )
+  handler.set_environment_vars()  # Beam's first call on the handler in a process's setup
+  handler.set_environment_vars()  # a second setup of the same handler: still one user
+  with Client(listener.address) as conn:
+    assert has_nodelay(conn)
+  del handler
+  gc.collect()
+  assert connection.SocketClient is plain
+  with Client(listener.address) as conn:
+    assert not has_nodelay(conn)
