@@ -13,6 +13,8 @@ __all__ = [
   "quiet_worker_processes",
   "progress_that_clears_itself",
   "display_with_picture",
+  "ClaimFailed",
+  "claim",
 ]
 
 
@@ -103,3 +105,23 @@ def display_with_picture(widget, fig, dpi: int = 80) -> None:
   plt.close(fig)
   bundle["image/png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
   display(bundle, raw=True)
+
+
+class ClaimFailed(AssertionError):
+  """A sentence of a notebook that its own run contradicts."""
+
+
+def claim(text: str, ok: bool, **figures) -> None:
+  """Checks a sentence of the prose against the run: prints the figures and the verdict.
+
+  The cell after a sentence that states a measured figure or compares runs calls this with
+  the sentence, the condition that makes it true and the figures it rests on, so a re-run
+  that contradicts the prose fails (nbval reports the error) instead of drifting (05, 07).
+  """
+  shown = ", ".join(
+    f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
+    for name, value in figures.items()
+  )
+  print(f"{'holds' if ok else 'FAILS'}: {text}" + (f"  ({shown})" if shown else ""))
+  if not ok:
+    raise ClaimFailed(f"the prose says {text!r}, but this run gives {shown or 'otherwise'}")

@@ -132,8 +132,8 @@ def memory_timeline_figure(
 
   The red line is the process tree's resident memory minus its first sample, so a model's
   size reads directly off the y axis; the dashed line is what the models alone would take.
-  Where the run maps its weights (`mmkit.mmap_load`), a dotted red line shows the file-backed
-  part: pages the kernel can drop and read again, not memory the models own.
+  Where the run maps its weights (`mmkit.mmap_load`), a red shade shows the file-backed part:
+  pages the kernel can drop and read again, shared with other processes that map the file.
   On the lower panel (`models_ax`) the step line counts models resident (loads minus
   releases) against the hint, with loads and releases as thin ticks on lanes of their own.
   Given only `ax` (the explorer), the ticks go along the bottom of the memory panel.
@@ -150,14 +150,17 @@ def memory_timeline_figure(
     label="memory above the start (process tree)",
   )
   mapped = file_backed_above_start(report)
-  # Mapped weights are file-backed: drawn apart, since the kernel can drop them (05, mmap loads).
+  # Mapped weights are file-backed: shaded apart, since the kernel can drop them (05, mmap loads).
   if max((mb for _, mb in mapped), default=0.0) > 8:
-    ax.plot(
-      *zip(*mapped),
+    times, megabytes = zip(*mapped)
+    ax.fill_between(
+      times,
+      0,
+      [max(mb, 0.0) for mb in megabytes],
       color=MEMORY_COLOR,
-      linestyle=":",
-      linewidth=1.2,
-      label="of which file-backed (mapped weights, droppable)",
+      alpha=0.2,
+      linewidth=0,
+      label="of which file-backed (mapped weights: droppable, shared)",
     )
   steps = resident_models(report)
   size = model_mb if model_mb is not None else report.extra.get("model_mb")

@@ -22,3 +22,15 @@ def test_one_output_carries_the_widget_and_a_png_of_the_figure(monkeypatch):
   assert bundle["text/plain"].startswith("VBox(")
   assert base64.b64decode(bundle["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
   assert not plt.fignum_exists(fig.number), "the figure is closed, so it is not drawn twice"
+
+
+def test_a_claim_prints_its_figures_and_fails_when_the_run_contradicts_it(capsys):
+  import pytest
+
+  from mmkit.notebook import ClaimFailed, claim
+
+  claim("mapped loads are cheaper", 3.0 < 12.5, mmap_ms=3.0, copy_ms=12.5)
+  assert capsys.readouterr().out == "holds: mapped loads are cheaper  (mmap_ms=3, copy_ms=12.5)\n"
+  with pytest.raises(ClaimFailed, match="mapped loads are cheaper.*mmap_ms=30"):
+    claim("mapped loads are cheaper", 30.0 < 12.5, mmap_ms=30.0, copy_ms=12.5)
+  assert capsys.readouterr().out.startswith("FAILS: ")
