@@ -1,4 +1,4 @@
-"""What mapped weights cost in memory, told truthfully: RSS against Pss, file-backed against anonymous.
+"""What mapped weights cost in memory: RSS against Pss, file-backed against anonymous.
 
     python bench/mapped_memory.py [--model-mb 64] [--models 4] [--json]
 
