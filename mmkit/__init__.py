@@ -25,9 +25,12 @@ The notebooks in `notebooks/` tell the story; each module here holds the code th
 - `beam_metrics`: Beam's own keyed-model metrics, read from a pipeline result (03, 04).
 - `plots`: the kit's figures: loads and memory against the hint, memory over a run, digits (02-04).
 - `simulate`: Beam's LRU replayed without Beam, Belady's optimum, working sets (04, 05).
+- `mmap_load`: a PyTorch handler that maps the state dict instead of copying it: cheap swaps
+  (05).
 - `experiment`, `explorer`, `capacity`, `workers`: one traced run, the hint widget, sizing a
   worker, and stopping a run cleanly (04).
-- `sockets`: Beam's shared-model connections without Nagle's 40 ms waits, for every kit run (04).
+- `sockets`: Beam's shared-model connections without Nagle's 40 ms waits, in every process that
+  uses the kit's keyed handler (04).
 - `faults`: a run that fails part-way (memory limit passed, worker killed, model file gone)
   says why in one line and keeps its partial report (04).
 - `sweep`: `python -m mmkit sweep`, the main job: one traced run per hint (04).

@@ -559,3 +559,25 @@ def test_interactive_collect_returns_nothing_after_group_into_batches(tmp_path):
   after_batches, after_group_by_key, run_first = map(int, lines[0])
   # 0 of 8 in every run measured; fewer than 8 is the loss, whatever a faster machine catches
   assert after_batches < 8 and after_group_by_key == 8 and run_first == 8
+
+
+def test_beams_pytorch_handler_reads_a_file_object_so_it_cannot_map_and_copies_each_load(tmp_path):
+  """Finding 17: Beam's PyTorch handler hands `torch.load` a file object, which cannot be mapped."""
+  import torch
+  from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
+  from torch import nn
+
+  from mmkit.mmap_load import mapped_files
+
+  path = tmp_path / "linear.pt"
+  torch.save(nn.Linear(64, 10).state_dict(), path)
+  params = {"in_features": 64, "out_features": 10}
+  with open(path, "rb") as f, pytest.raises(ValueError, match="f must be a file path"):
+    torch.load(f, mmap=True, weights_only=True)
+  # Asking Beam for it through load_model_args fails every load the same way.
+  asked = PytorchModelHandlerTensor(str(path), nn.Linear, params, load_model_args={"mmap": True})
+  with pytest.raises(ValueError, match="f must be a file path"):
+    asked.load_model()
+  # Without it, each load reads the file and copies it: the weights live in anonymous memory.
+  model = PytorchModelHandlerTensor(str(path), nn.Linear, params).load_model()
+  assert set(mapped_files(model).values()) == {""}
