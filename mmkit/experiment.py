@@ -24,9 +24,23 @@ from mmkit.inputs import keyed_examples
 from mmkit.keyed import keyed_handler
 from mmkit.mmap_load import MmapPytorchModelHandlerTensor
 from mmkit.pipelines import CountElements, KeyedInference, new_pipeline
-from mmkit.settings import KeyedRun
-from mmkit.simulate import model_accesses, optimal_loads, simulate_lru
+from mmkit.settings import STREAM_TICK_SECONDS, KeyedRun
+from mmkit.simulate import (
+  batch_accesses,
+  model_accesses,
+  optimal_loads,
+  simulate_lru,
+  stream_batches,
+)
 from mmkit.sockets import tcp_nodelay
+from mmkit.streaming import (
+  event_times,
+  latency_summary,
+  open_window_elements,
+  replay_stream,
+  streaming_options,
+  windowed,
+)
 from mmkit.tracing import RunReport, Tracer, process_rss_mb
 from mmkit.validate import check_state_dict
 from mmkit.workers import child_pids, stop_workers_on_interrupt
@@ -77,13 +91,21 @@ def keyed_pipeline(
   examples = keyed_examples(
     data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed
   )
-  pipeline = pipeline if pipeline is not None else new_pipeline(run.runner, options)
-  _ = (
-    pipeline
+  if pipeline is None:
+    pipeline = new_pipeline(run.runner, options or (streaming_options() if run.window else None))
+  if run.window is None:
     # Keep the stream's order: swaps depend on it. With several worker processes that sends
     # the one bundle to one worker; `spread` reshuffles, so every worker gets some
     # (and the order, hence the simulator's prediction, is lost): docs/runners.md.
-    | "Examples" >> beam.Create(examples, reshuffle=run.spread)
+    source = pipeline | "Examples" >> beam.Create(examples, reshuffle=run.spread)
+  else:
+    source = pipeline | "Events" >> replay_stream(
+      examples, event_times(run.elements, seed=run.seed)
+    )
+    if run.window:
+      source = source | "Windowed" >> windowed(run.window)
+  _ = (
+    source
     | "Infer"
     >> KeyedInference(keyed_handler(handlers, run.hint, run.batch_size), run.group, log_dir)
     | "CountOut" >> beam.ParDo(CountElements("elements_out", log_dir))
@@ -113,6 +135,8 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   try:
     with tcp_nodelay(), tracer, stop_workers_on_interrupt() as stop:
       # Made first, so a run stopped while its pipeline is built still removes its temp dir.
+      if options is None and run.window is not None:
+        options = streaming_options()
       pipeline = new_pipeline(run.runner, options)
       keyed_pipeline(
         run,
@@ -157,6 +181,10 @@ def _report(
   report = tracer.report(result, run=run, **predicted_loads(run), **extra)
   if run.memory_limit_mb is not None:
     report.extra["memory_limit_by"] = MEMORY_LIMIT_MECHANISM
+  if run.window is not None:  # what the windows cost: exact, from the event times
+    times = event_times(run.elements, seed=run.seed)
+    report.extra.update(latency_summary(times, run.window))
+    report.extra["open_window_elements"] = open_window_elements(times, run.window)
   report.extra["elements_out"] = report.counts.get("elements_out", 0)
   report.extra["dead_letters"] = report.counts.get("dead_letters", 0)
   report.extra["error"] = error
@@ -166,9 +194,13 @@ def _report(
 def predicted_loads(run: KeyedRun) -> dict:
   """What `mmkit.simulate` predicts for this run: Beam's LRU replayed, and Belady's optimum."""
   keys = model_keys(run.models)
-  accesses = model_accesses(
-    data.key_stream(run.stream, keys, run.elements, seed=run.seed), run.batch_size, group=run.group
-  )
+  stream = data.key_stream(run.stream, keys, run.elements, seed=run.seed)
+  if run.window is None:
+    accesses = model_accesses(stream, run.batch_size, group=run.group)
+  else:  # the batches a stream delivered a tick at a time makes, windowed or not
+    events = list(zip(stream, event_times(run.elements, seed=run.seed)))
+    batches = stream_batches(events, run.batch_size, run.window or None, STREAM_TICK_SECONDS)
+    accesses = batch_accesses(batches)
   capacity = run.hint if run.hint is not None else len(keys)
   if run.spread:  # a reshuffled stream has no order to replay
     return {"simulated_loads": None, "optimal_loads": None}

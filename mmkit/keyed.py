@@ -90,6 +90,17 @@ class FixedBatchKeyedModelHandler(ServeAloneOnFailure, KeyedModelHandler):
     super().set_environment_vars()
     nodelay_while_alive(self)
 
+  def run_inference(self, batch, model, inference_args=None):
+    # Beam adds the hint to the shared manager's cap the first time each *copy* of the handler
+    # runs a batch. The streaming DirectRunner makes a copy per bundle, so there the cap grows
+    # by the hint every bundle and never holds (docs/beam_findings.md, section 18). The kit
+    # adds it once per process, as Beam's docs describe the hint: per worker process.
+    hint = self._max_models_per_worker_hint
+    if hint is not None and not self._single_model:
+      self._max_models_per_worker_hint = None  # Beam's own increment, skipped
+      model.add_hint_once_per_process(os.getpid(), hint)
+    return super().run_inference(batch, model, inference_args)
+
   def load_model(self):
     if self._single_model:
       return super().load_model()
@@ -122,6 +133,7 @@ class ObservedModelManager(_ModelHandlerManager):
     self._stop_servers = stop_evicted_servers
     self._retiring: set[str] = set()  # tags of evicted models whose proxy server still runs
     self._users = 0  # processes that used this manager (each raised the cap once)
+    self._hinted: set[int] = set()  # the processes whose hint is in the cap
     self._failed: dict[str, ModelLoadError] = {}  # keys whose model failed to load, this run
 
   def load(self, key: str):
@@ -166,6 +178,12 @@ class ObservedModelManager(_ModelHandlerManager):
     if len(self._retiring) >= self.RETIRE_EVERY and self._stop_servers and self._users <= 1:
       self._retiring = retire_models(self._retiring)
     return stats
+
+  def add_hint_once_per_process(self, pid: int, hint: int) -> None:
+    """Adds `hint` to the cap the first time process `pid` asks; later asks change nothing."""
+    if pid not in self._hinted:
+      self._hinted.add(pid)
+      self.increment_max_models(hint)
 
   def increment_max_models(self, increment: int):
     super().increment_max_models(increment)

@@ -7,12 +7,13 @@ Nothing here imports Beam or torch, so the command line refuses bad arguments at
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
 from mmkit import data
 
-__all__ = ["RUNNERS", "GROUPINGS", "LOADS", "KeyedRun"]
+__all__ = ["RUNNERS", "GROUPINGS", "LOADS", "STREAM_TICK_SECONDS", "KeyedRun"]
 
 # direct: the DirectRunner in this process; multiprocess: its worker processes;
 # interactive: Beam's InteractiveRunner, as in the notebooks (`mmkit.pipelines.new_pipeline`).
@@ -23,6 +24,8 @@ GROUPINGS = ("none", "gbk", "batches")
 # How a keyed model is loaded: copy (Beam's PytorchModelHandlerTensor reads the file and copies it
 # into a new module) or mmap (`mmkit.mmap_load`: the file mapped, nothing copied).
 LOADS = ("copy", "mmap")
+# A streaming run (`window` set) is delivered this much event time at once (mmkit.streaming).
+STREAM_TICK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class KeyedRun:
   memory_limit_mb: Optional[float] = None
   # copy | mmap: how each model is loaded (LOADS)
   load: str = "copy"
+  # None: a batch pipeline (beam.Create). A number: a stream with event times (TestStream, the
+  # DirectRunner in streaming mode): 0 serves events as they come, w > 0 puts fixed windows of
+  # w seconds and a GroupByKey before inference (07_streaming, mmkit.streaming).
+  window: Optional[float] = None
 
   def validate(self, cli: bool = False) -> "KeyedRun":
     """Raises ValueError naming the bad setting and the fix; returns self.
@@ -91,9 +98,33 @@ class KeyedRun:
         f"{given('models', self.models)} pass {given('model_mb', 16)} (say) to use synthetic "
         "models."
       )
+    if self.window is not None:
+      self._check_window(name, given)
     if self.spread and self.runner != "multiprocess":
       raise ValueError(
         f"{name('spread')} needs {given('runner', 'multiprocess')}: one process has nothing "
         "to spread over."
       )
     return self
+
+  def _check_window(self, name, given) -> None:
+    window = self.window
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not window >= 0:
+      raise ValueError(f"{name('window')} must be 0 or more seconds, got {window!r}.")
+    ticks = window / STREAM_TICK_SECONDS
+    if not math.isfinite(ticks) or abs(ticks - round(ticks)) > 1e-9:
+      raise ValueError(
+        f"{name('window')} must be 0 (serve events as they come) or a whole number of seconds "
+        f"(the stream is delivered {STREAM_TICK_SECONDS:g} s at a time), got {window!r}."
+      )
+    if self.group != "none":
+      raise ValueError(
+        f"{given('group', self.group)} with a window: the window's own GroupByKey groups the "
+        f"stream; leave {name('group')} none."
+      )
+    if self.runner != "direct":
+      raise ValueError(
+        f"{name('window')} needs {given('runner', 'direct')}: the stream runs on the "
+        "DirectRunner in streaming mode, in this process (the InteractiveRunner collects "
+        "nothing from a TestStream: docs/beam_findings.md, section 18)."
+      )

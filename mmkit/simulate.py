@@ -17,6 +17,8 @@ from typing import Hashable, Iterable, Mapping, Optional, Sequence
 
 __all__ = [
   "arrival_batches",
+  "stream_batches",
+  "batch_accesses",
   "model_accesses",
   "SwapCount",
   "simulate_lru",
@@ -56,6 +58,59 @@ def arrival_batches(
         batches.append(buffers.pop(key))
     return batches + list(buffers.values())
   raise ValueError(f"unknown group {group!r}: use one of none, gbk, batches.")
+
+
+def stream_batches(
+  events: Sequence[tuple[Hashable, float]],
+  batch_size: int,
+  window: Optional[float] = None,
+  tick: float = 1.0,
+) -> list[list[Hashable]]:
+  """The batches of keys RunInference makes of a stream of (key, event time) pairs (07).
+
+  The stream is delivered a `tick` of event time at a time, the watermark advanced to the end
+  of each tick (as `mmkit.streaming.replay_stream` replays it). Without a `window`, each delivery
+  is a bundle, cut into batches of `batch_size` (a bundle's last batch may be shorter). With
+  fixed windows of `window` seconds and a GroupByKey, a window's elements wait until the
+  watermark passes its end; then they come out key by key, the keys in the order the
+  GroupByKey first saw them anywhere in the stream and each key's elements in arrival order
+  (Beam 2.77's DirectRunner), and are cut into batches within the window.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  deliveries: dict[int, list] = {}
+  for key, t in events:
+    deliveries.setdefault(math.floor(t / tick), []).append((key, t))
+  if window is None:
+    return [
+      [key for key, _ in bundle[i : i + batch_size]]
+      for _, bundle in sorted(deliveries.items())
+      for i in range(0, len(bundle), batch_size)
+    ]
+  first_seen: dict = {}
+  open_windows: dict[int, dict] = {}  # window index -> key -> its elements, in arrival order
+  batches: list[list[Hashable]] = []
+  for tick_index, bundle in sorted(deliveries.items()):
+    for key, t in bundle:
+      first_seen.setdefault(key, len(first_seen))
+      open_windows.setdefault(math.floor(t / window), {}).setdefault(key, []).append(key)
+    watermark = (tick_index + 1) * tick
+    for index in sorted(open_windows):
+      if (index + 1) * window > watermark + 1e-9:
+        break
+      by_key = open_windows.pop(index)
+      flat = [k for key in sorted(by_key, key=first_seen.get) for k in by_key[key]]
+      batches += [flat[i : i + batch_size] for i in range(0, len(flat), batch_size)]
+  for index in sorted(open_windows):  # the rest, when the watermark reaches infinity
+    by_key = open_windows[index]
+    flat = [k for key in sorted(by_key, key=first_seen.get) for k in by_key[key]]
+    batches += [flat[i : i + batch_size] for i in range(0, len(flat), batch_size)]
+  return batches
+
+
+def batch_accesses(batches: Iterable[Sequence[Hashable]]) -> list[Hashable]:
+  """The models a keyed handler asks for over `batches`: each once per batch, first seen first."""
+  return [key for batch in batches for key in dict.fromkeys(batch)]
 
 
 def model_accesses(
