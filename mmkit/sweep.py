@@ -45,7 +45,13 @@ COLUMNS = [
   "load_ms",
   "peak_rss_mb",
   "seconds",
+  "window",
+  "latency_median_s",
+  "latency_p99_s",
+  "open_window_elements",
 ]
+# Shown only where a run had them (streaming runs: `--window`).
+STREAM_COLUMNS = ("window", "latency_median_s", "latency_p99_s", "open_window_elements")
 
 DEFAULT = KeyedRun()  # the sweep's defaults are a run's (its hints are its own)
 
@@ -65,8 +71,12 @@ def sweep_reports(
   spread: bool = DEFAULT.spread,
   memory_limit_mb: Optional[float] = DEFAULT.memory_limit_mb,
   load: str = DEFAULT.load,
+  windows: Sequence[Optional[float]] = (DEFAULT.window,),
 ) -> list:
-  """One traced keyed run per hint; returns their RunReports (timelines included).
+  """One traced keyed run per hint (and per window of `windows`); returns their RunReports.
+
+  `windows`: None, the batch pipeline; a number, a stream (0: served as it comes; w > 0:
+  windows of w seconds and a GroupByKey before inference: `mmkit.streaming`).
 
   `isolate` runs each hint in a fresh process, so peak memory compares like with like.
   A run that fails (`mmkit.faults.RunFailed`: its `memory_limit_mb` passed, say) gives the
@@ -91,13 +101,17 @@ def sweep_reports(
       spread=spread,
       memory_limit_mb=memory_limit_mb,
       load=load,
+      window=window,
     ).validate()
+    for window in windows
     for hint in hints
   ]
   reports = []
   bar = tqdm(runs, desc="sweep", unit="run", disable=not progress, file=sys.stderr)
   for run in bar:
-    bar.set_postfix_str(f"hint={run.hint}")
+    bar.set_postfix_str(
+      f"hint={run.hint}" + (f" window={run.window:g}" if run.window is not None else "")
+    )
     try:
       reports.append(_run_in_fresh_process(run) if isolate else run_keyed(run))
     except RunFailed as failure:
@@ -168,7 +182,8 @@ def format_table(rows: list[dict]) -> str:
   import pandas as pd
 
   frame = pd.DataFrame(rows)
-  table = frame[[c for c in COLUMNS if c in frame]].to_string(index=False)
+  shown = [c for c in COLUMNS if c in frame and (c not in STREAM_COLUMNS or frame[c].notna().any())]
+  table = frame[shown].to_string(index=False)
   failed = [f"hint {r['hint']} failed: {r['error']}" for r in rows if r.get("error")]
   return "\n".join([table, *failed])
 
@@ -212,10 +227,15 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 def _check(args) -> Optional[str]:
   """The first problem `KeyedRun.validate` finds in the arguments, naming their flags."""
-  settings = {name: getattr(args, name) for name in KeyedRun.__dataclass_fields__ if name != "hint"}
+  settings = {
+    name: getattr(args, name)
+    for name in KeyedRun.__dataclass_fields__
+    if name not in ("hint", "window")
+  }
   try:
-    for hint in args.hints:
-      KeyedRun(hint=hint, **settings).validate(cli=True)
+    for window in args.window or [None]:
+      for hint in args.hints:
+        KeyedRun(hint=hint, window=window, **settings).validate(cli=True)
   except ValueError as problem:
     return str(problem)
   return None
@@ -240,6 +260,7 @@ def run_command(args, parser) -> int:
     spread=args.spread,
     memory_limit_mb=args.memory_limit_mb,
     load=args.load,
+    windows=args.window or [None],
   )
   rows = [r.summary() for r in reports]
   print(json.dumps(rows, indent=1) if args.json else format_table(rows))
@@ -311,6 +332,15 @@ def add_parser(commands) -> None:
     default=DEFAULT.load,
     help="copy: Beam's PyTorch handler (reads the file, copies it into a new module); "
     "mmap: the kit's handler maps the file, copying nothing (mmkit.mmap_load)",
+  )
+  p.add_argument(
+    "--window",
+    type=float,
+    nargs="+",
+    metavar="SECONDS",
+    help="run a stream with event times instead (TestStream, streaming DirectRunner), once "
+    "per hint and window: 0 serves events as they come, w > 0 puts windows of w seconds and a "
+    "GroupByKey before inference; adds the latency the window adds (median, p99)",
   )
   p.add_argument(
     "--spread",

@@ -23,7 +23,9 @@ from apache_beam.utils import multi_process_shared
 from beam_findings_helpers import (
   BatchSizeHandler,
   OneByOneKeyedHandler,
+  Record,
   WhereHandler,
+  distributions,
   in_memory,
   read,
 )
@@ -581,3 +583,39 @@ def test_beams_pytorch_handler_reads_a_file_object_so_it_cannot_map_and_copies_e
   # Without it, each load reads the file and copies it: the weights live in anonymous memory.
   model = PytorchModelHandlerTensor(str(path), nn.Linear, params).load_model()
   assert set(mapped_files(model).values()) == {""}
+
+
+def _three_bundles(elements_per_bundle):
+  """A TestStream of three bundles (each its own tick of event time), for the streaming runner."""
+  from apache_beam.testing.test_stream import TestStream
+  from apache_beam.transforms.window import TimestampedValue
+
+  stream = TestStream()
+  for tick, elements in enumerate(elements_per_bundle):
+    stream = stream.add_elements([TimestampedValue(e, tick + 0.5) for e in elements])
+    stream = stream.advance_watermark_to(tick + 1)
+  return stream.advance_watermark_to_infinity()
+
+
+def test_streaming_adds_the_hint_to_the_cap_every_bundle_and_counts_one_bundle(tmp_path):
+  """Finding 18: on the streaming DirectRunner every bundle runs a new copy of the keyed handler,
+  and each copy adds the hint to the shared cap; the metrics count only one bundle."""
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  log = str(tmp_path)
+  handler = OneByOneKeyedHandler(
+    [KeyModelMapping([key], WhereHandler(key, 0.1, log)) for key in "ab"],
+    max_models_per_worker_hint=1,
+  )
+  per_bundle = [[("a", 0), ("b", 1)], [("a", 2), ("b", 3)], [("a", 4), ("b", 5)]]
+  p = beam.Pipeline(runner="DirectRunner", options=PipelineOptions(streaming=True))
+  _ = p | _three_bundles(per_bundle) | RunInference(handler) | beam.ParDo(Record(log))
+  result = p.run()
+  result.wait_until_finish()
+  assert len(read(log, "rows")) == 6
+  # Under a cap of 1, each bundle's a-then-b batches load twice: 6 loads. The cap grew to 2,
+  # then 3: 2 loads in the first bundle, 1 in the second (b still resident), none in the third.
+  assert len(read(log, "loads")) == 3
+  # Beam's own load count, from the first bundle only.
+  loads = distributions(result, "load_model_latency_milli_secs")
+  assert loads and max(count for count, *_ in loads.values()) < 3
