@@ -27,6 +27,8 @@ The notebooks in `notebooks/` tell the story; each module here holds the code th
 - `simulate`: Beam's LRU replayed without Beam, Belady's optimum, working sets (04, 05).
 - `mmap_load`: a PyTorch handler that maps the state dict instead of copying it: cheap swaps
   (05).
+- `streaming`: a keyed stream with event times replayed by `TestStream`, windows before
+  `GroupByKey`, and the latency they add (07).
 - `experiment`, `explorer`, `capacity`, `workers`: one traced run, the hint widget, sizing a
   worker, and stopping a run cleanly (04).
 - `sockets`: Beam's shared-model connections without Nagle's 40 ms waits, in every process that

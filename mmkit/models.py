@@ -22,6 +22,7 @@ __all__ = [
   "ConvClassifier",
   "Denoiser",
   "SizedModel",
+  "uninitialized_linear",
   "MODEL_ZOO",
   "models_dir",
   "model_spec",

@@ -126,5 +126,5 @@ class KeyedRun:
       raise ValueError(
         f"{name('window')} needs {given('runner', 'direct')}: the stream runs on the "
         "DirectRunner in streaming mode, in this process (the InteractiveRunner collects "
-        "nothing from a TestStream: docs/beam_findings.md, section 18)."
+        "nothing from a TestStream: docs/beam_findings.md, section 19)."
       )

@@ -20,6 +20,7 @@ from mmkit.settings import GROUPINGS, LOADS, RUNNERS, KeyedRun
 
 __all__ = [
   "COLUMNS",
+  "STREAM_COLUMNS",
   "DEFAULT",
   "sweep_reports",
   "sweep",

@@ -619,3 +619,27 @@ def test_streaming_adds_the_hint_to_the_cap_every_bundle_and_counts_one_bundle(t
   # Beam's own load count, from the first bundle only.
   loads = distributions(result, "load_model_latency_milli_secs")
   assert loads and max(count for count, *_ in loads.values()) < 3
+
+
+def test_interactive_collect_of_a_test_stream_returns_nothing():
+  """Finding 19: the InteractiveRunner collects nothing from a TestStream (a kernel alike)."""
+  import apache_beam.runners.interactive.interactive_beam as ib
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from apache_beam.runners.interactive import interactive_environment
+  from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
+  from apache_beam.transforms.window import FixedWindows
+
+  p = beam.Pipeline(InteractiveRunner(), options=PipelineOptions(streaming=True))
+  interactive_environment.current_env().add_user_pipeline(p)
+  grouped = (
+    p
+    | _three_bundles([[("a", i) for i in range(4)]] * 3)
+    | beam.WindowInto(FixedWindows(1))
+    | beam.GroupByKey()
+  )
+  try:
+    collected = ib.collect(grouped, n=100, duration=20)
+  finally:
+    interactive_environment.current_env().evict_pipeline_result(p)
+  # Three windows of 4 elements each went in; nothing comes out, and no error says why.
+  assert len(collected) == 0

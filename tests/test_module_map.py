@@ -23,10 +23,10 @@ def _map() -> dict[str, set[int]]:
 def _notebooks(text: str) -> set[int]:
   """Notebook numbers in `text`: "03", "04_memory", and ranges such as "01-06"."""
   numbers = set()
-  for first, last in re.findall(r"(?<![\d.])0([1-6])-0([1-6])(?!\d)", text):
+  for first, last in re.findall(r"(?<![\d.])0([1-7])-0([1-7])(?!\d)", text):
     numbers |= set(range(int(first), int(last) + 1))
-  text = re.sub(r"(?<![\d.])0[1-6]-0[1-6](?!\d)", "", text)
-  return numbers | {int(n) for n in re.findall(r"(?<![\d.])0([1-6])(?!\d)", text)}
+  text = re.sub(r"(?<![\d.])0[1-7]-0[1-7](?!\d)", "", text)
+  return numbers | {int(n) for n in re.findall(r"(?<![\d.])0([1-7])(?!\d)", text)}
 
 
 def _modules() -> list[str]:
@@ -76,6 +76,7 @@ STANDALONE = {
   "data",
   "deadletter",
   "memwatch",
+  "mmap_load",
   "models",
   "notebook",
   "plots",
