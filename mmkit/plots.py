@@ -18,6 +18,7 @@ __all__ = [
   "worker_names",
   "eviction_figure",
   "above_start",
+  "file_backed_above_start",
   "draw_models_memory",
   "resident_models",
   "accuracy_interval",
