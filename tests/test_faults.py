@@ -96,8 +96,8 @@ def test_a_model_file_gone_after_validation_fails_the_run_naming_it_and_loses_no
   monkeypatch.setenv("MMKIT_CACHE", str(tmp_path))  # synthetic models of our own to break
   made = mmkit.experiment.model_handlers
 
-  def made_then_broken(n_models, model_mb=None):
-    handlers = made(n_models, model_mb)  # built (and checked) as for any run, then broken
+  def made_then_broken(n_models, model_mb=None, load="copy"):
+    handlers = made(n_models, model_mb, load)  # built (and checked) as for any run, then broken
     path = handlers["noisy"]._state_dict_path
     if fault == "deleted":
       os.remove(path)
