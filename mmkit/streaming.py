@@ -1,8 +1,8 @@
 """Keyed models on a stream: event times, windows before GroupByKey, and the latency they add (07).
 
 On a stream, a `GroupByKey` groups only within a window: a key's model is loaded at most once
-per window, and every element waits for its window to close. `keyed_events` makes a keyed
-stream with event times (zipf keys, bursts), `replay_stream` replays it through Beam's
+per window, and every element waits for its window to close. `event_times` gives a keyed
+stream its event times (bursts), `replay_stream` replays it through Beam's
 `TestStream` a tick of event time at a time, `windowed` puts the windows and the GroupByKey
 before inference, and `added_latency` / `open_window_elements` compute exactly, from the
 timestamps, what the windows cost: the wait of each element (window end minus event time) and
@@ -27,7 +27,6 @@ __all__ = [
   "EVENTS_PER_SECOND",
   "TICK_SECONDS",
   "event_times",
-  "keyed_events",
   "replay_stream",
   "windowed",
   "streaming_options",
@@ -54,13 +53,6 @@ def event_times(n: int, rate: float = EVENTS_PER_SECOND, seed: int = 0) -> list[
     t += rng.exponential(1.0 / (rate * (4 if burst else 1)))
     times.append(round(t, 6))
   return times
-
-
-def keyed_events(keys: Sequence[str], times: Sequence[float]) -> list[tuple[str, int, float]]:
-  """(key, element index, event time) triples: the i-th key of `keys` at the i-th time."""
-  if len(keys) != len(times):
-    raise ValueError(f"{len(keys)} keys but {len(times)} event times: give one time per key.")
-  return [(key, i, t) for i, (key, t) in enumerate(zip(keys, times))]
 
 
 def replay_stream(
