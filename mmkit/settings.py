@@ -88,10 +88,10 @@ class KeyedRun:
         raise ValueError(
           f"unknown {name(field)} {getattr(self, field)!r}: use one of {', '.join(choices)}."
         )
-    if self.model_mb is not None and not self.model_mb > 0:
-      raise ValueError(f"{name('model_mb')} must be > 0, got {self.model_mb!r}.")
-    if self.memory_limit_mb is not None and not self.memory_limit_mb > 0:
-      raise ValueError(f"{name('memory_limit_mb')} must be > 0, got {self.memory_limit_mb!r}.")
+    for field in ("model_mb", "memory_limit_mb"):
+      value = getattr(self, field)
+      if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
+        raise ValueError(f"{name(field)} must be a finite number > 0, got {value!r}.")
     if self.model_mb is None and self.models > len(data.SOURCES):
       raise ValueError(
         f"only {len(data.SOURCES)} specialist models ship with the kit; for "

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from typing import Optional, Sequence
 
@@ -242,8 +243,24 @@ def _check(args) -> Optional[str]:
   return None
 
 
+def _unwritable(out_dir: Optional[str]) -> Optional[str]:
+  """Why `--out` cannot be written, found before any run (not after the sweep), or None.
+
+  Made and written to as the sweep will: permission checks alone pass for root in /proc.
+  """
+  if out_dir is None:
+    return None
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out_dir):
+      pass
+  except OSError as error:
+    return f"--out {out_dir} cannot be written ({error.strerror}); pick a folder you can write to."
+  return None
+
+
 def run_command(args, parser) -> int:
-  problem = _check(args)
+  problem = _check(args) or _unwritable(args.out)
   if problem:
     parser.exit(2, f"python -m mmkit sweep: error: {problem}\n")
   logging.getLogger("apache_beam").setLevel(logging.ERROR)

@@ -15,7 +15,9 @@ from mmkit.settings import KeyedRun
     ({"hint": 0}, "hint (max_models_per_worker_hint) must be", "--hints must be"),
     ({"batch_size": 0}, "batch_size must be", "--batch-size must be"),
     ({"models": 12}, "for models=12 pass model_mb=16", "for --models 12 pass --model-mb 16"),
-    ({"model_mb": -1.0}, "model_mb must be > 0", "--model-mb must be > 0"),
+    ({"model_mb": -1.0}, "model_mb must be a finite number > 0", "--model-mb must be a finite"),
+    ({"model_mb": float("inf")}, "model_mb must be a finite", "--model-mb must be a finite"),
+    ({"window": 1.5}, "window must be 0", "--window must be 0"),
     ({"stream": "nope"}, "unknown stream 'nope'", "unknown --stream 'nope'"),
     (
       {"spread": True},
