@@ -70,3 +70,17 @@ def test_notebook_reads_cleanly_on_github(path):
         assert "image/png" in out["data"], f"widget without a picture: {text[:60]}"
   long = [line for c in code for line in "".join(c["source"]).splitlines() if len(line) > 100]
   assert not long, f"code lines over 100 characters: {long[:2]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_no_javascript_or_emptied_html_outside_the_cells_nbval_checks(path):
+  # tools/run_notebooks.py strips them; a checked cell keeps what the kernel displayed, since
+  # nbval compares it as displayed.
+  nb = json.load(open(path))
+  for index, cell in enumerate(nb["cells"]):
+    if cell["cell_type"] != "code" or "NBVAL_CHECK_OUTPUT" in "".join(cell["source"]):
+      continue
+    for out in cell["outputs"]:
+      data = out.get("data", {})
+      assert "application/javascript" not in data, f"cell {index}: JavaScript output"
+      assert "".join(data.get("text/html", "x")).strip(), f"cell {index}: an emptied HTML output"
