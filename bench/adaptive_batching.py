@@ -9,7 +9,7 @@ drops those sizes (finding 15), so Beam's `BatchElements` sizes the batches from
 and the loads of one run depend on how its first batches went. After a one-element warm-up (the
 first load in a process pays one-off costs), each run prints its loads and its median batch per
 key. Batches of exactly 32 (notebook 05's `FixedBatchKeyedHandler`) would load what Beam's LRU
-replayed on them gives (`mmkit.simulate`), printed beside them.
+replayed on them gives (`mmkit.core.simulate`), printed beside them.
 """
 
 import argparse
@@ -21,11 +21,14 @@ from apache_beam.ml.inference.base import KeyedModelHandler, KeyModelMapping, Ru
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
 from mmkit import data, models
-from mmkit.cleanup import release_resident_models
+from mmkit.core.cleanup import release_resident_models
+from mmkit.core.simulate import model_accesses, simulate_lru
+from mmkit.core.tracer import Tracer
+from mmkit.data import model_keys
+from mmkit.inputs import ToKeyedTensor, keyed_examples
+from mmkit.memwatch import MemorySampler
 from mmkit.notebook import setup
-from mmkit.pipelines import ToKeyedTensor, keyed_examples, model_keys
-from mmkit.simulate import model_accesses, simulate_lru
-from mmkit.tracing import Tracer
+from mmkit.report import RunReport
 
 MB, HINT, BATCH = 32, 2, 32
 
@@ -35,7 +38,7 @@ def run_once(examples, keys, runner: str) -> tuple[int, float, float]:
   from apache_beam.runners.interactive import interactive_beam as ib
   from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
 
-  with Tracer() as tracer:
+  with Tracer(sampler=MemorySampler()) as tracer:
     mappings = [
       KeyModelMapping(
         [key],
@@ -64,7 +67,7 @@ def run_once(examples, keys, runner: str) -> tuple[int, float, float]:
       p.run().wait_until_finish()
     seconds = time.perf_counter() - start
     release_resident_models()
-  report = tracer.report(hint=HINT, model_mb=MB)
+  report = RunReport.of(tracer)
   sizes = report.batch_frame()["size"]
   return report.loads, float(sizes.median()) if len(sizes) else 0.0, seconds
 

@@ -67,8 +67,10 @@ def _notebook(settings: dict) -> nbformat.NotebookNode:
   nb = nbformat.v4.new_notebook()
   nb.cells = [
     nbformat.v4.new_code_cell(
-      "from mmkit import notebook\nnotebook.setup()\nfrom mmkit.explorer import explorer\n"
-      f"explorer(**{settings!r})"
+      "from mmkit import notebook\nnotebook.setup()\nimport dataclasses\n"
+      "from mmkit.explorer import DEFAULTS, explorer\n"
+      f"settings = {settings!r}\nprogress = settings.pop('progress', True)\n"
+      "explorer(dataclasses.replace(DEFAULTS, **settings), progress=progress)"
     )
   ]
   nb.metadata["kernelspec"] = {

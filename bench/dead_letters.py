@@ -24,16 +24,12 @@ import torch
 from apache_beam.ml.inference.base import RunInference
 
 from mmkit import data
-from mmkit.cleanup import clean_up
+from mmkit.core.cleanup import clean_up
+from mmkit.core.keyed import keyed_handler
+from mmkit.data import model_keys
 from mmkit.experiment import model_handlers
-from mmkit.keyed import keyed_handler
-from mmkit.pipelines import (
-  ToKeyedTensor,
-  keyed_examples,
-  keyed_inference_with_dead_letters,
-  model_keys,
-  runner_options,
-)
+from mmkit.inputs import ToKeyedTensor, keyed_examples
+from mmkit.pipelines import keyed_inference_with_dead_letters, runner_options
 
 
 def elements(n: int, refused_share: float) -> list:

@@ -5,7 +5,7 @@
 Beam 2.77 starts a proxy server (two threads) for every keyed model it loads and never stops
 it; each server's thread wakes every second, so the run slows down as servers pile up. The
 kit's keyed handler stops an evicted model's server once the model is freed
-(`mmkit.keyed.ObservedModelManager`). Same pipeline, 4 shipped models, hint 1, a round-robin
+(`mmkit.core.keyed.ObservedModelManager`). Same pipeline, 4 shipped models, hint 1, a round-robin
 stream in batches of one (a load per element), in-process DirectRunner; prints seconds, ms
 per load and the threads alive at the end of each run.
 """
@@ -19,10 +19,13 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import KeyModelMapping
 
 from mmkit import data
-from mmkit.cleanup import clean_up
-from mmkit.experiment import KeyedRun, model_handlers
-from mmkit.keyed import FixedBatchKeyedModelHandler
-from mmkit.pipelines import KeyedInference, keyed_examples, model_keys, new_pipeline
+from mmkit.core.cleanup import clean_up
+from mmkit.core.keyed import FixedBatchKeyedModelHandler
+from mmkit.data import model_keys
+from mmkit.experiment import model_handlers
+from mmkit.inputs import keyed_examples
+from mmkit.pipelines import KeyedInference, new_pipeline
+from mmkit.settings import KeyedRun
 
 
 def run_once(loads: int, stop_servers: bool) -> tuple[float, int]:

@@ -5,7 +5,7 @@
 Prints wall and CPU seconds (this process and its children): on a shared machine the CPU time
 moves less with the load. `--without` also times clicks without the explorer's fixes, in turn
 with the shipped ones (so both see the same load): `nagle`, Nagle's algorithm left on for Beam's
-model proxies (`mmkit.sockets.tcp_nodelay`, which `run_keyed` applies); `gc`, the
+model proxies (`mmkit.core.beam_private.tcp_nodelay`, which `run_keyed` applies); `gc`, the
 cleanup's collection over every object of the process (`_young_objects_only`).
 bench/browser_click.py measures the click in chromium (goal: 1 s), which adds the widget's
 messages and the browser's drawing.

@@ -3,17 +3,17 @@
     python bench/explorer_defaults.py [--repeats 3] [--model-mb 40] [--models 4] ...
 
 Prints, for every hint from 1 to the number of models, the loads Beam's LRU predicts
-(`mmkit.simulate`, no Beam), the loads measured in a real traced run, the memory above the run's
-start when the pipeline ended (the models Beam held: hint x model size) and at its peak (one
+(`mmkit.core.simulate`, no Beam), the loads measured in a real traced run, the memory above the
+run's start when the pipeline ended (the models Beam held: hint x model size) and at its peak (one
 model more while a load copies its state dict), and the run's seconds (medians over `--repeats`
 runs, hints interleaved so they share the machine's load).
 """
 
 import argparse
+import dataclasses
 import os
 import statistics
 
-from mmkit.experiment import KeyedRun
 from mmkit.explorer import DEFAULTS, explore, held_at_end, peak_above_start, swaps_by_hint
 
 
@@ -21,9 +21,9 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=3)
   for name in ("models", "elements", "batch_size"):
-    parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=DEFAULTS[name])
-  parser.add_argument("--model-mb", type=float, default=DEFAULTS["model_mb"])
-  parser.add_argument("--stream", default=DEFAULTS["stream"])
+    parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(DEFAULTS, name))
+  parser.add_argument("--model-mb", type=float, default=DEFAULTS.model_mb)
+  parser.add_argument("--stream", default=DEFAULTS.stream)
   args = parser.parse_args()
   settings = dict(
     models=args.models,
@@ -33,12 +33,13 @@ def main():
     stream=args.stream,
   )
   hints = range(1, args.models + 1)
-  predicted = swaps_by_hint(KeyedRun(**settings, hint=1))["lru"]
-  explore(hint=args.models, **settings)  # warm-up: imports, the synthetic models' files
+  run = dataclasses.replace(DEFAULTS, **settings)
+  predicted = swaps_by_hint(run)["lru"]
+  explore(dataclasses.replace(run, hint=args.models))  # warm-up: imports, the models' files
   rows = {h: [] for h in hints}
   for _ in range(args.repeats):
     for h in hints:
-      report, _ = explore(hint=h, **settings)
+      report, _ = explore(dataclasses.replace(run, hint=h))
       rows[h].append((report.loads, held_at_end(report), peak_above_start(report), report.seconds))
   print(f"explorer settings {settings}, medians of {args.repeats} runs per hint:")
   print(

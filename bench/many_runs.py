@@ -30,8 +30,9 @@ os.environ["MMKIT_CACHE"] = os.path.join(RUNS_TEMP, "cache")  # its own syntheti
 import psutil  # noqa: E402
 
 from mmkit import models  # noqa: E402
-from mmkit.experiment import KeyedRun, run_keyed  # noqa: E402
+from mmkit.experiment import run_keyed  # noqa: E402
 from mmkit.faults import RunFailed  # noqa: E402
+from mmkit.settings import KeyedRun  # noqa: E402
 
 KINDS = ("thrashing", "gbk", "interrupted", "memory-limit", "batches", "file-gone")
 

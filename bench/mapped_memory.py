@@ -44,7 +44,7 @@ def _above(after: dict, before: dict) -> dict:
 def _handler(load: str, path: str, megabytes: float):
   from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
-  from mmkit.mmap_load import MmapPytorchModelHandlerTensor
+  from mmkit.core.mmap_load import MmapPytorchModelHandlerTensor
   from mmkit.models import SizedModel
 
   cls = MmapPytorchModelHandlerTensor if load == "mmap" else PytorchModelHandlerTensor

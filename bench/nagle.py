@@ -12,7 +12,7 @@ PYTHONPATH. Configurations run in turn, so each sees the same background load:
 
 - `runs`: the keyed run of the explorer's lead measurement (2 models, 8 elements, 4 MB models,
   one batch of 8) on each runner: Nagle on everywhere; the kit as shipped (`run_keyed` sets
-  TCP_NODELAY on this process's connections: `mmkit.sockets.tcp_nodelay`); and on
+  TCP_NODELAY on this process's connections: `mmkit.core.beam_private.tcp_nodelay`); and on
   `multiprocess` also the worker processes' connections (not something the kit does).
 - `calls`: one shared object in this process, a new proxy per call (the previous one
   dropped), as Beam's keyed handler makes per batch: `acquire()`, the proxy's first call (a new
@@ -36,7 +36,8 @@ import uuid
 from multiprocessing import connection
 
 from mmkit import experiment
-from mmkit.experiment import KeyedRun, run_keyed
+from mmkit.experiment import run_keyed
+from mmkit.settings import KeyedRun
 
 # Written to a temp dir on the workers' PYTHONPATH: Python imports it at every start.
 SITECUSTOMIZE = """
@@ -59,7 +60,7 @@ if os.environ.get("NAGLE_BENCH_LOG"):
 
   connection.SocketClient = _counting
   if os.environ.get("NAGLE_BENCH_NODELAY") == "1":
-    from mmkit.sockets import tcp_nodelay
+    from mmkit.core.beam_private import tcp_nodelay
 
     _NODELAY = tcp_nodelay()  # kept: a collected generator would undo the patch
     _NODELAY.__enter__()  # for the worker's whole life
@@ -106,7 +107,7 @@ def _one_run(run: KeyedRun, kit: bool, workers: bool, counter: Counter, log: str
     wall = time.perf_counter() - start
   finally:
     experiment.tcp_nodelay = shipped
-  assert report.extra["elements_out"] == run.elements, report.extra
+  assert report.elements_out == run.elements, report.summary()
   return {
     "wall": wall,
     "here": counter.take(),
@@ -153,8 +154,8 @@ def runs_part(runs: int, counter: Counter, log: str) -> None:
 def calls_part(runs: int) -> None:
   from apache_beam.utils.multi_process_shared import MultiProcessShared
 
-  from mmkit.cleanup import release_resident_models
-  from mmkit.sockets import tcp_nodelay
+  from mmkit.core.beam_private import tcp_nodelay
+  from mmkit.core.cleanup import release_resident_models
 
   # Beam's keyed handler acquires a model's proxy per batch and drops it after: the last proxy
   # of a server gone, this thread's connection to it closes, and the next call opens another.
@@ -183,9 +184,7 @@ def calls_part(runs: int) -> None:
 
 
 def proxied_part(runs: int, counter: Counter, log: str) -> None:
-  run = KeyedRun(
-    models=4, hint=4, elements=160, batch_size=8, runner="multiprocess", spread=True
-  ).validate()
+  run = KeyedRun(models=4, hint=4, elements=160, batch_size=8, runner="multiprocess", spread=True)
   configs = {"workers Nagle on": (True, False), "workers TCP_NODELAY": (True, True)}
   results = _in_turn(runs, configs, run, counter, log)
   print(

@@ -14,12 +14,15 @@ import argparse
 import logging
 import statistics
 
-from mmkit.cleanup import clean_up
-from mmkit.experiment import KeyedRun, keyed_pipeline, model_handlers
+from mmkit.core.cleanup import clean_up
+from mmkit.core.tracer import Tracer
+from mmkit.experiment import keyed_pipeline, model_handlers
+from mmkit.memwatch import MemorySampler
 from mmkit.notebook import quiet_worker_processes
 from mmkit.pipelines import runner_options
 from mmkit.plots import worker_names
-from mmkit.tracing import Tracer
+from mmkit.report import RunReport
+from mmkit.settings import KeyedRun
 
 
 def main():
@@ -39,14 +42,14 @@ def main():
     model_mb=args.model_mb,
     runner="multiprocess",
     spread=True,
-  ).validate()
+  )
   handlers = model_handlers(run.models, run.model_mb)
-  with quiet_worker_processes(), Tracer() as tracer:
+  with quiet_worker_processes(), Tracer(sampler=MemorySampler()) as tracer:
     traced = {k: tracer.wrap(mh, k, time_batches=True) for k, mh in handlers.items()}
     result = keyed_pipeline(run, traced, runner_options("multiprocess"), tracer.log_dir).run()
     result.wait_until_finish()
     clean_up()
-  report = tracer.report(result)
+  report = RunReport.of(tracer, result)
   names = worker_names(report)
   batches = report.batch_frame()
   print(

@@ -9,7 +9,7 @@ three loads in turn (the order rotating each round), the page cache warm:
 
 - `beam_ms`: Beam's `PytorchModelHandlerTensor.load_model()`: build the module, `torch.load` a
   file object opened through `FileSystems`, copy into the module;
-- `mmap_ms`: the kit's `MmapPytorchModelHandlerTensor.load_model()` (`mmkit.mmap_load`);
+- `mmap_ms`: the kit's `MmapPytorchModelHandlerTensor.load_model()` (`mmkit.core.mmap_load`);
 - `floor_ms`: `torch.load(path, mmap=True, weights_only=True)` alone: mapping the file, no module;
 - `*_first_batch_ms`: the first forward pass (a batch of 32) right after each load: a mapped
   model's pages are first touched there.
@@ -39,7 +39,7 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
 from mmkit import models
 from mmkit.benchmark import BusyMeter
-from mmkit.mmap_load import MmapPytorchModelHandlerTensor
+from mmkit.core.mmap_load import MmapPytorchModelHandlerTensor
 
 
 def _warm_page_cache(path) -> None:
@@ -112,7 +112,7 @@ def thrash_pairs(megabytes: float, pairs: int) -> list[dict]:
     row = {"round": round_ + 1}
     for name, (load, group) in THRASH_RUNS.items():
       run = KeyedRun(models=8, hint=2, model_mb=megabytes, load=load, group=group)
-      report = _run_in_fresh_process(run.validate())
+      report = _run_in_fresh_process(run)
       row[f"{name}_s"] = round(report.seconds, 2)
       row[f"{name}_loads"] = report.loads
       row[f"{name}_load_ms"] = report.load_ms

@@ -18,10 +18,13 @@ import os
 import statistics
 import time
 
-from mmkit.cleanup import clean_up
-from mmkit.experiment import KeyedRun, keyed_pipeline, model_handlers
+from mmkit.core.cleanup import clean_up
+from mmkit.core.tracer import Tracer
+from mmkit.experiment import keyed_pipeline, model_handlers
+from mmkit.memwatch import MemorySampler
 from mmkit.pipelines import runner_options
-from mmkit.tracing import Tracer
+from mmkit.report import RunReport
+from mmkit.settings import KeyedRun
 
 
 def cpu_seconds() -> float:
@@ -33,14 +36,14 @@ def timed_run(run: KeyedRun, handlers: dict, traced: bool) -> tuple[float, float
   """(wall seconds, CPU seconds) of one run; a traced run must account for every load."""
   start, cpu = time.perf_counter(), cpu_seconds()
   if traced:
-    with Tracer() as tracer:
+    with Tracer(sampler=MemorySampler()) as tracer:
       pipeline = keyed_pipeline(
         run, {k: tracer.wrap(mh, k) for k, mh in handlers.items()}, runner_options(), tracer.log_dir
       )
       result = pipeline.run()
       result.wait_until_finish()
       clean_up()  # frees what Beam keeps, so every load has its release
-    report = tracer.report(result)
+    report = RunReport.of(tracer, result)
     served = report.counts.get("elements_out", 0)
     if not (report.loads == report.beam_loads == report.releases and served == run.elements):
       raise SystemExit(

@@ -5,14 +5,25 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import apache_beam as beam
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mmkit import data, models
-from mmkit.cleanup import clean_up
+from mmkit import models
+from mmkit.core.beam_private import tcp_nodelay
+from mmkit.core.cleanup import clean_up
+from mmkit.core.keyed import keyed_handler
+from mmkit.core.mmap_load import MmapPytorchModelHandlerTensor
+from mmkit.core.simulate import (
+  batch_accesses,
+  model_accesses,
+  optimal_loads,
+  simulate_lru,
+  stream_batches,
+)
+from mmkit.core.tracer import Tracer, process_rss_mb
 from mmkit.data import model_keys, source_of
 from mmkit.faults import (
   MEMORY_LIMIT_MECHANISM,
@@ -21,18 +32,11 @@ from mmkit.faults import (
   worker_died_error,
 )
 from mmkit.inputs import keyed_examples
-from mmkit.keyed import keyed_handler
-from mmkit.mmap_load import MmapPytorchModelHandlerTensor
+from mmkit.memwatch import MemorySampler
+from mmkit.patterns import shipped_handler
 from mmkit.pipelines import CountElements, KeyedInference, new_pipeline
+from mmkit.report import RunReport
 from mmkit.settings import STREAM_TICK_SECONDS, KeyedRun
-from mmkit.simulate import (
-  batch_accesses,
-  model_accesses,
-  optimal_loads,
-  simulate_lru,
-  stream_batches,
-)
-from mmkit.sockets import tcp_nodelay
 from mmkit.streaming import (
   event_times,
   latency_summary,
@@ -41,12 +45,9 @@ from mmkit.streaming import (
   streaming_options,
   windowed,
 )
-from mmkit.tracing import RunReport, Tracer, process_rss_mb
-from mmkit.validate import check_state_dict
-from mmkit.workers import child_pids, stop_workers_on_interrupt
+from mmkit.workers import child_pids, stop_worker_processes, stop_workers_on_interrupt
 
 __all__ = [
-  "KeyedRun",
   "model_handlers",
   "keyed_pipeline",
   "run_keyed",
@@ -59,21 +60,21 @@ def model_handlers(
 ) -> dict[str, PytorchModelHandlerTensor]:
   """A PyTorch handler per key: the source's specialist, or a synthetic model of `model_mb` MB.
 
-  `load="mmap"`: the kit's handler that maps the file instead of copying it (`mmkit.mmap_load`).
+  `load="mmap"`: the kit's handler that maps the file instead of copying it
+  (`mmkit.core.mmap_load`).
   """
   handler_class = MmapPytorchModelHandlerTensor if load == "mmap" else PytorchModelHandlerTensor
   handlers = {}
   for index, key in enumerate(model_keys(n_models)):
     if model_mb is None:
-      cls, params = models.model_spec(f"specialist_{source_of(key)}")
-      path = models.model_path(f"specialist_{source_of(key)}")
-      check_state_dict(str(path), cls, params)
+      handlers[key] = shipped_handler(f"specialist_{source_of(key)}", handler_class)
     else:
-      cls, params = models.SizedModel, {"megabytes": model_mb}
-      path = models.sized_model_path(model_mb, index)
-    handlers[key] = handler_class(
-      state_dict_path=str(path), model_class=cls, model_params=params, device="CPU"
-    )
+      handlers[key] = handler_class(
+        state_dict_path=str(models.sized_model_path(model_mb, index)),
+        model_class=models.SizedModel,
+        model_params={"megabytes": model_mb},
+        device="CPU",
+      )
   return handlers
 
 
@@ -87,10 +88,7 @@ def keyed_pipeline(
   """The keyed pipeline of `run` over `handlers` (traced or not), built but not run.
 
   Built into `pipeline` if given (else a new one on `run.runner`)."""
-  keys = model_keys(run.models)
-  examples = keyed_examples(
-    data.key_stream(run.stream, keys, run.elements, seed=run.seed), seed=run.seed
-  )
+  examples = keyed_examples(run.key_stream(), seed=run.seed)
   if pipeline is None:
     pipeline = new_pipeline(run.runner, options or (streaming_options() if run.window else None))
   if run.window is None:
@@ -113,16 +111,20 @@ def keyed_pipeline(
   return pipeline
 
 
-def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunReport:
+def run_keyed(
+  run: KeyedRun,
+  options: Optional[PipelineOptions] = None,
+  on_event: Optional[Callable[[dict], None]] = None,
+) -> RunReport:
   """Runs the keyed pipeline once under a Tracer; the report carries `run` (`report.run`).
 
   A run that fails part-way raises `mmkit.faults.RunFailed` (its memory limit passed:
   `MemoryLimitExceeded`; a worker process killed: `WorkerDied`; a model file that failed to
   load: `ModelFileFailed`, its elements dead letters) with the report traced until then as
   `error.report`. Beam's shared-model connections this process opens send at once
-  (`mmkit.sockets.tcp_nodelay`): the same loads, evictions and memory without 40 ms waits.
+  (`mmkit.core.beam_private.tcp_nodelay`): the same loads, evictions and memory without 40 ms
+  waits. `on_event` sees each event this process traces as it happens (the explorer's progress).
   """
-  run.validate()
   if run.memory_limit_mb is not None and threading.current_thread() is not threading.main_thread():
     raise ValueError(
       "memory_limit_mb needs the run in the main thread (its watchdog ends the run with SIGINT, "
@@ -130,7 +132,8 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
     )
   # Made before tracing: sized models are built once.
   handlers = model_handlers(run.models, run.model_mb, run.load)
-  tracer, pipeline, stop = Tracer(memory_limit_mb=run.memory_limit_mb), None, None
+  sampler = MemorySampler(limit_mb=run.memory_limit_mb)
+  tracer, pipeline, stop = Tracer(sampler=sampler, on_event=on_event), None, None
   children_before = child_pids()
   try:
     with tcp_nodelay(), tracer, stop_workers_on_interrupt() as stop:
@@ -154,12 +157,13 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
   except BaseException as error:
     # Interrupted (a reader pressing stop) or failed: the same cleanup, and the worker
     # processes the run started are ended, so the next run in this kernel starts clean.
-    clean_up(pipeline, workers_before=children_before)
+    clean_up(pipeline)
+    stop_worker_processes(exclude=children_before)
     if pipeline is not None and run.runner != "interactive":  # Beam removes it after a run only
       shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
     partial = _report(tracer, None, run, error=f"{type(error).__name__}: {error}")
-    if tracer.sampler.limit_reached is not None:  # the watchdog's SIGINT, whatever Beam made of it
-      raise memory_limit_error(partial, tracer.sampler.limit_reached) from None
+    if sampler.limit_reached is not None:  # the watchdog's SIGINT, whatever Beam made of it
+      raise memory_limit_error(partial, sampler.limit_reached) from None
     if stop is not None and stop.deaths:  # a worker died: Beam would have waited for it forever
       raise worker_died_error(partial, stop.deaths[0]) from None
     if isinstance(error, RuntimeError) and "KeyboardInterrupt" in str(error):
@@ -175,33 +179,28 @@ def run_keyed(run: KeyedRun, options: Optional[PipelineOptions] = None) -> RunRe
 
 
 def _report(
-  tracer: Tracer, result, run: KeyedRun, error: Optional[str] = None, **extra
+  tracer: Tracer, result, run: KeyedRun, error: Optional[str] = None, **figures
 ) -> RunReport:
   """The run's RunReport: the run, predictions and counts; `error` None: finished."""
-  report = tracer.report(result, run=run, **predicted_loads(run), **extra)
   if run.memory_limit_mb is not None:
-    report.extra["memory_limit_by"] = MEMORY_LIMIT_MECHANISM
+    figures["memory_limit_by"] = MEMORY_LIMIT_MECHANISM
   if run.window is not None:  # what the windows cost: exact, from the event times
     times = event_times(run.elements, seed=run.seed)
-    report.extra.update(latency_summary(times, run.window))
-    report.extra["open_window_elements"] = open_window_elements(times, run.window)
-  report.extra["elements_out"] = report.counts.get("elements_out", 0)
-  report.extra["dead_letters"] = report.counts.get("dead_letters", 0)
-  report.extra["error"] = error
-  return report
+    figures.update(latency_summary(times, run.window))
+    figures["open_window_elements"] = open_window_elements(times, run.window)
+  return RunReport.of(tracer, result, run, error=error, **predicted_loads(run), **figures)
 
 
 def predicted_loads(run: KeyedRun) -> dict:
-  """What `mmkit.simulate` predicts for this run: Beam's LRU replayed, and Belady's optimum."""
-  keys = model_keys(run.models)
-  stream = data.key_stream(run.stream, keys, run.elements, seed=run.seed)
+  """What `mmkit.core.simulate` predicts for this run: Beam's LRU replayed, and Belady's optimum."""
+  stream = run.key_stream()
   if run.window is None:
     accesses = model_accesses(stream, run.batch_size, group=run.group)
   else:  # the batches a stream delivered a tick at a time makes, windowed or not
     events = list(zip(stream, event_times(run.elements, seed=run.seed)))
     batches = stream_batches(events, run.batch_size, run.window or None, STREAM_TICK_SECONDS)
     accesses = batch_accesses(batches)
-  capacity = run.hint if run.hint is not None else len(keys)
+  capacity = run.hint if run.hint is not None else run.models
   if run.spread:  # a reshuffled stream has no order to replay
     return {"simulated_loads": None, "optimal_loads": None}
   return {

@@ -9,12 +9,10 @@ loads, the elements served and the memory line as they grow.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gc
-import glob
 import io
-import json
 import os
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -24,8 +22,15 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from mmkit import data
-from mmkit.experiment import KeyedRun, run_keyed
-from mmkit.pipelines import GROUPINGS, model_keys
+from mmkit.core.simulate import (
+  arrival_batches,
+  lru_loads_by_capacity,
+  model_accesses,
+  optimal_loads,
+  simulate_lru,
+)
+from mmkit.experiment import run_keyed
+from mmkit.memwatch import MemorySampler
 from mmkit.plots import (
   LOAD_COLOR,
   MEMORY_COLOR,
@@ -34,14 +39,8 @@ from mmkit.plots import (
   draw_models_memory,
   resident_models,
 )
-from mmkit.simulate import (
-  arrival_batches,
-  lru_loads_by_capacity,
-  model_accesses,
-  optimal_loads,
-  simulate_lru,
-)
-from mmkit.tracing import MemorySampler, RunReport
+from mmkit.report import RunReport
+from mmkit.settings import GROUPINGS, KeyedRun
 
 __all__ = [
   "DEFAULTS",
@@ -50,10 +49,8 @@ __all__ = [
   "swaps_by_hint",
   "explorer_figure",
   "new_figure",
-  "above_start",
   "peak_above_start",
   "held_at_end",
-  "resident_models",
   "explorer",
   "Progress",
   "RunWatcher",
@@ -72,7 +69,7 @@ __all__ = [
 # into the model: about 60 ms for 40 MB here, so bigger models, or a smaller hint, make a click
 # slower; the default hint gives each model room (4 loads a click; 10 at hint 2). The in-memory
 # DirectRunner: the InteractiveRunner adds its translation and caching to every click.
-DEFAULTS = dict(
+DEFAULTS = KeyedRun(
   models=4,
   hint=4,
   stream="zipf",
@@ -87,8 +84,7 @@ MODEL_SIZES = (8.0, 16.0, 40.0, 64.0, 128.0)  # MB, the widget's choices
 
 def swaps_by_hint(run: KeyedRun) -> dict[str, dict[int, int]]:
   """Predicted loads of the run's stream for every hint: Beam's LRU and the optimum (Belady)."""
-  stream = data.key_stream(run.stream, model_keys(run.models), run.elements, seed=run.seed)
-  accesses = model_accesses(stream, run.batch_size, group=run.group)
+  accesses = model_accesses(run.key_stream(), run.batch_size, group=run.group)
   hints = range(1, run.models + 1)
   return {
     "lru": lru_loads_by_capacity(accesses, hints),
@@ -105,7 +101,7 @@ def peak_above_start(report: RunReport) -> float:
 def held_at_end(report: RunReport) -> Optional[float]:
   """This process's memory above its start when the pipeline ended, MB: the models Beam still
   held then, before the kit freed them (no load in flight, so no state dict on top)."""
-  at_end = report.extra.get("rss_at_end_mb")
+  at_end = report.rss_at_end_mb
   start = next((s["rss_mb"] for s in report.samples if s["pid"] == os.getpid()), None)
   return None if at_end is None or start is None else at_end - start
 
@@ -128,7 +124,7 @@ def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]], fig
   mem_ax, swap_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
   memory = above_start(report)
   mem_ax.plot(*zip(*memory), color=MEMORY_COLOR, linewidth=1.4, label="memory above the start")
-  size = report.extra.get("model_mb")
+  size = report.run.model_mb
   steps = resident_models(report)
   draw_models_memory(mem_ax, steps, size)
   top = max([mb for _, mb in memory] + [n * (size or 0) for _, n in steps] + [1.0]) * 1.12
@@ -150,7 +146,7 @@ def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]], fig
   mem_ax.set_xlabel("seconds since the run started")
   mem_ax.set_ylabel("MB above the start")
   mem_ax.legend(fontsize=8, loc="upper left", ncol=2, frameon=False)
-  hint = report.extra.get("hint")
+  hint = report.run.hint
   mem_ax.set_title(
     f"hint={hint}: {report.loads} loads, peak {peak_above_start(report):.0f} MB above the start",
     fontsize=10,
@@ -179,7 +175,7 @@ def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]], fig
   # A corner the curve leaves free (`loc="best"` tried every place at each draw: 40 ms a click).
   swap_ax.legend(fontsize=8, loc="lower left" if predicted["lru"][1] > top / 2 else "upper right")
   swap_ax.set_title(
-    f"stream={report.extra.get('stream')}, group={report.extra.get('group')}",
+    f"stream={report.run.stream}, group={report.run.group}",
     fontsize=10,
     y=1.0,
   )
@@ -189,39 +185,22 @@ def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]], fig
 
 
 def explore(
-  hint: Optional[int] = DEFAULTS["hint"],
-  stream: str = DEFAULTS["stream"],
-  group: str = DEFAULTS["group"],
-  model_mb: float = DEFAULTS["model_mb"],
-  models: int = DEFAULTS["models"],
-  elements: int = DEFAULTS["elements"],
-  batch_size: int = DEFAULTS["batch_size"],
-  runner: str = DEFAULTS["runner"],
+  run: KeyedRun = DEFAULTS,
   on_progress: Optional[Callable[[Progress], None]] = None,
   fig: Optional[Figure] = None,
 ):
-  """The widget's callback: one traced run; returns (RunReport, Figure).
+  """The widget's callback: one traced run of `run`; returns (RunReport, Figure).
 
   `on_progress`, if given, is called from a watcher thread about four times a second while the
   run goes (a `Progress`: loads, releases, elements served, memory so far). `fig`, if given, is
   redrawn instead of making a new figure (the widget keeps one).
   """
-  run = KeyedRun(
-    models=models,
-    hint=hint,
-    elements=elements,
-    stream=stream,
-    model_mb=model_mb,
-    batch_size=batch_size,
-    runner=runner,
-    group=group,
-  )
-  with _young_objects_only():  # run_keyed turns Nagle's waits off (mmkit.sockets)
+  with _young_objects_only():  # run_keyed turns Nagle's waits off (mmkit.core.beam_private)
     if on_progress is None:
       report = run_keyed(run)
     else:
-      with RunWatcher(run.validate(), on_progress):
-        report = run_keyed(run)
+      with RunWatcher(run, on_progress) as watcher:
+        report = run_keyed(run, on_event=watcher.on_event)
   return report, explorer_figure(report, swaps_by_hint(run), fig)
 
 
@@ -229,11 +208,11 @@ def explore(
 def _young_objects_only():
   """Lets the run's cleanup collect only objects made during the run (`gc.freeze` meanwhile).
 
-  The cleanup's full collection (`mmkit.keyed.return_freed_memory`) walked every object of the
-  kernel, about 400,000 after Beam, torch and matplotlib are imported: a click took 1.10 s with
-  it, 0.92 s without (`python bench/explorer_click.py --clicks 9 --without gc`, load 2.6).
-  What the run leaves behind is all young, so freezing what was there before frees the same
-  models; unfreezing hands the old objects back to the collector unchanged.
+  The cleanup's full collection (`mmkit.core.cleanup.return_freed_memory`) walked every object
+  of the kernel, about 400,000 after Beam, torch and matplotlib are imported: a click took
+  1.10 s with it, 0.92 s without (`python bench/explorer_click.py --clicks 9 --without gc`,
+  load 2.6). What the run leaves behind is all young, so freezing what was there before frees
+  the same models; unfreezing hands the old objects back to the collector unchanged.
   """
   gc.freeze()
   try:
@@ -252,7 +231,7 @@ def served_before_load(run: KeyedRun) -> list[int]:
   Loads are the only per-batch signal a run writes while it goes; a load of batch b means the
   batches before b are served. Exact for the in-memory runner, a lower bound otherwise.
   """
-  stream = data.key_stream(run.stream, model_keys(run.models), run.elements, seed=run.seed)
+  stream = run.key_stream()
   served, done, loads = [0], 0, 0
   accesses: list = []
   for batch in arrival_batches(stream, run.batch_size, run.group):
@@ -264,11 +243,10 @@ def served_before_load(run: KeyedRun) -> list[int]:
 
 
 class RunWatcher:
-  """Polls a run of this process while it goes: its tracer's events, and memory, every `interval`.
+  """Follows a run of this process while it goes: its events, and memory, every `interval`.
 
-  `run_keyed` makes its Tracer inside; the watcher finds that tracer's log directory (the
-  `mmkit-trace-*` directory made after the watch started that holds this process's events)
-  and reads it as it grows. It calls `on_progress(Progress)` from its thread.
+  Pass `on_event` to the run's tracer (`run_keyed(run, on_event=watcher.on_event)`): it counts
+  the events this process records. It calls `on_progress(Progress)` from its own thread.
   """
 
   def __init__(
@@ -279,8 +257,6 @@ class RunWatcher:
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._loop, name="mmkit-explorer-watch", daemon=True)
     self._sampler = MemorySampler(interval, in_process=True)  # read live, while the run goes
-    self._log: Optional[str] = None
-    self._offset = 0
     self._loads = self._releases = self._batch_elements = 0
     self._start = time.time()
 
@@ -295,38 +271,18 @@ class RunWatcher:
     self._thread.join()
     self._sampler.stop()
 
-  def _find_log(self) -> Optional[str]:
-    pattern = os.path.join(tempfile.gettempdir(), "mmkit-trace-*", f"events-{os.getpid()}.jsonl")
-    for path in glob.glob(pattern):
-      try:
-        if os.stat(os.path.dirname(path)).st_ctime >= self._start - 1:
-          return path
-      except OSError:
-        continue  # a directory another run removed meanwhile
-    return None
-
-  def _read_events(self) -> None:
-    self._log = self._log or self._find_log()
-    if self._log is None:
-      return
-    try:
-      with open(self._log, encoding="utf-8") as f:
-        f.seek(self._offset)
-        chunk = f.read()
-    except OSError:
-      return  # the run ended and its tracer removed the directory
-    complete = chunk[: chunk.rfind("\n") + 1]  # a line still being written is read next time
-    self._offset += len(complete.encode("utf-8"))
-    for line in complete.splitlines():
-      event = json.loads(line)
-      self._loads += event["event"] == "load"
-      self._releases += event["event"] == "release"
-      if event["event"] == "batch":
-        self._batch_elements += event["size"]
+  def on_event(self, event: dict) -> None:
+    """Counts one traced event (called by the tracer, in the thread that recorded it)."""
+    kind = event["event"]
+    if kind == "load":
+      self._loads += 1
+    elif kind == "release":
+      self._releases += 1
+    elif kind == "batch":
+      self._batch_elements += event["size"]
 
   def progress(self) -> Progress:
     """The run so far; memory is the process tree's total RSS per sample, in MB."""
-    self._read_events()
     totals: dict[float, float] = {}
     for sample in list(self._sampler.samples):
       totals[sample["t"]] = totals.get(sample["t"], 0.0) + sample["rss_mb"]
@@ -382,27 +338,27 @@ def figure_output(fig) -> dict:
   }
 
 
-def explorer(**defaults):
+def explorer(run: KeyedRun = DEFAULTS, progress: bool = True):
   """The interactive explorer: controls, a Run button, and the figure redrawn below them.
 
-  `defaults` override DEFAULTS; `progress=False` turns the live progress off
-  (bench/browser_click.py compares both).
+  `run` sets what the controls start at and what they leave alone (models, elements, batch
+  size, runner); `progress=False` turns the live progress off (bench/browser_click.py compares
+  both).
   """
   import ipywidgets as w
 
-  watch = defaults.pop("progress", True)
-  settings = {**DEFAULTS, **defaults}
-  hint = w.IntSlider(value=settings["hint"], min=1, max=settings["models"], description="hint")
-  stream = w.Dropdown(options=data.STREAMS, value=settings["stream"], description="stream")
-  group = w.Dropdown(options=GROUPINGS, value=settings["group"], description="grouping")
+  watch = progress
+  hint = w.IntSlider(value=run.hint or run.models, min=1, max=run.models, description="hint")
+  stream = w.Dropdown(options=data.STREAMS, value=run.stream, description="stream")
+  group = w.Dropdown(options=GROUPINGS, value=run.group, description="grouping")
   size = w.Dropdown(
-    options=sorted({*MODEL_SIZES, settings["model_mb"]}),
-    value=settings["model_mb"],
+    options=sorted({*MODEL_SIZES, run.model_mb or MODEL_SIZES[0]}),
+    value=run.model_mb or MODEL_SIZES[0],
     description="model MB",
   )
   button = w.Button(description="Run", button_style="primary", icon="play")
   status = w.HTML()
-  served = w.IntProgress(value=0, min=0, max=settings["elements"], description="served")
+  served = w.IntProgress(value=0, min=0, max=run.elements, description="served")
   live = w.HTML()  # the memory line while a run goes
   out = w.Output()
   figure = new_figure()  # one figure, redrawn by every click
@@ -421,20 +377,12 @@ def explorer(**defaults):
     status.value = "running..."
     served.value = 0
     try:
-      report, fig = explore(
-        hint.value,
-        stream.value,
-        group.value,
-        size.value,
-        settings["models"],
-        settings["elements"],
-        settings["batch_size"],
-        settings["runner"],
-        on_progress=show_progress if watch else None,
-        fig=figure,
+      chosen = dataclasses.replace(
+        run, hint=hint.value, stream=stream.value, group=group.value, model_mb=size.value
       )
+      report, fig = explore(chosen, on_progress=show_progress if watch else None, fig=figure)
       out.outputs = (figure_output(fig),)  # replaced in one update: no flicker, no empty frame
-      served.value = report.extra.get("elements_out", 0)
+      served.value = report.elements_out
       live.value = ""
       status.value = (
         f"{report.loads} loads, {report.releases} releases, "

@@ -20,7 +20,7 @@ import torch
 from apache_beam.ml.inference.base import KeyModelMapping, PredictionResult
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
-from mmkit.keyed import FixedBatchKeyedModelHandler
+from mmkit.core.keyed import FixedBatchKeyedModelHandler
 
 __all__ = [
   "RUNNER",

@@ -27,14 +27,12 @@ __all__ = [
   "MemoryLimitExceeded",
   "WorkerDied",
   "ModelFileFailed",
-  "ModelLoadError",
   "MEMORY_LIMIT_MECHANISM",
   "memory_limit_error",
   "resident_models_text",
   "exit_cause",
   "worker_died_error",
   "model_file_error",
-  "model_path_of",
 ]
 
 MEMORY_LIMIT_MECHANISM = "watchdog"  # see the module docstring: no kernel limit fits
@@ -60,36 +58,6 @@ class ModelFileFailed(RunFailed):
   """A model file failed to load during the run (deleted or changed after it was validated)."""
 
 
-class ModelLoadError(RuntimeError):
-  """One model could not be loaded: names the key and the file (raised inside the pipeline)."""
-
-  def __init__(self, message: str, key: Any = None, path: Optional[str] = None):
-    super().__init__(message)  # one argument: the error pickles (worker processes)
-    self.key, self.path = key, path
-
-  @classmethod
-  def of(cls, key: Any, path: Optional[str], error: BaseException) -> "ModelLoadError":
-    detail = " ".join(f"{type(error).__name__}: {error}".split())[:300]
-    return cls(
-      f"model file {path} for key {key!r} could not be loaded ({detail}): it was deleted or "
-      "changed after the run was validated? Restore it, or check it with "
-      "mmkit.validate.check_state_dict.",
-      key,
-      path,
-    )
-
-
-def model_path_of(handler: Any) -> Optional[str]:
-  """The file a model handler loads from (a traced handler's inner one's), or None."""
-  while handler is not None:
-    for name in ("_state_dict_path", "_model_uri"):
-      path = getattr(handler, name, None)
-      if path:
-        return str(path)
-    handler = getattr(handler, "inner", None)
-  return None
-
-
 def model_file_error(report: Any) -> ModelFileFailed:
   """The one-line error of a run whose model files failed to load; counts what was not served."""
   failures = report.load_failures()
@@ -98,10 +66,10 @@ def model_file_error(report: Any) -> ModelFileFailed:
   message = (
     f"model file {first['path']} for key {first['key']!r} could not be loaded during the run "
     f"({first['error'].split(':')[0]}: deleted or changed after it was validated?){more}: "
-    f"{report.counts.get('dead_letters', 0)} elements not served (dead letters), "
-    f"{report.counts.get('elements_out', 0)} served"
+    f"{report.dead_letters} elements not served (dead letters), "
+    f"{report.elements_out} served"
   )
-  report.extra["error"] = message
+  report.error = message
   return ModelFileFailed(message, report)
 
 
@@ -125,8 +93,8 @@ def memory_limit_error(report: Any, reached: dict) -> MemoryLimitExceeded:
     f"limit of {reached['limit_mb']:g} MB ({MEMORY_LIMIT_MECHANISM}), with "
     f"{resident_models_text(report, reached['t'])}; run ended after {report.loads} loads"
   )
-  report.extra["error"] = message
-  report.extra["memory_limit_reached_s"] = round(reached["t"] - report.start, 3)
+  report.error = message
+  report.memory_limit_reached_s = round(reached["t"] - report.start, 3)
   return MemoryLimitExceeded(message, report)
 
 
@@ -168,7 +136,7 @@ def worker_died_error(report: Any, death: dict) -> WorkerDied:
     who = f"a worker process (Beam's {death.get('worker_id')}, shell pid {death.get('shell_pid')})"
   message = (
     f"{who} {exit_cause(death['returncode'], via_shell=True)}; the run was ended after "
-    f"{report.loads} loads, {report.counts.get('elements_out', 0)} elements served"
+    f"{report.loads} loads, {report.elements_out} elements served"
   )
-  report.extra["error"] = message
+  report.error = message
   return WorkerDied(message, report)

@@ -7,7 +7,7 @@ until its standard input closes or the root process ends. With `--limit-mb` it i
 run's memory watchdog: the first sample whose total passes M MB prints a
 `{"event": "memory_limit", ...}` line and sends SIGINT to the root, which ends the run
 (`mmkit.faults` says why no kernel limit fits).
-`mmkit.tracing.MemorySampler` runs it beside a pipeline: a sampling *thread* inside the
+`MemorySampler` below runs it beside a pipeline: a sampling *thread* inside the
 pipeline's process competes for the GIL with Beam's threads (a thrashing run keeps two per
 model load), and measured that way it cost a swapping run 5-8% of its time
 (`python bench/tracing_overhead.py`); from its own process it costs the run nothing.
@@ -21,7 +21,10 @@ import json
 import os
 import select
 import signal
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from typing import Optional
 
@@ -29,7 +32,7 @@ import psutil
 
 MB = 2**20
 
-__all__ = ["MB", "TreeSampler", "process_role", "main"]
+__all__ = ["MB", "TreeSampler", "MemorySampler", "process_role", "main"]
 
 
 def process_role(proc: psutil.Process, root_pid: int) -> str:
@@ -93,6 +96,99 @@ class TreeSampler:
         }
       )
     return samples
+
+
+class MemorySampler:
+  """Samples the resident memory of this process and all its descendants while a run goes.
+
+  Descendants matter: the multi-processing DirectRunner runs workers as child processes,
+  and Beam can serve shared models from a spawned server process. The sampling runs in a
+  process of its own (`python -m mmkit.memwatch`): as a thread here it competed for the GIL
+  with Beam's threads and cost a swapping run 5-8% (`bench/tracing_overhead.py`). Samples
+  are read when the sampler stops, plus one taken here at start and one at stop. `samples`
+  also holds, while the run goes, the start sample only; `in_process=True` samples from a
+  thread instead, so `samples` grows live (the explorer's progress uses that).
+  """
+
+  def __init__(
+    self,
+    interval: float = 0.05,
+    refresh_every: int = 10,
+    in_process: bool = False,
+    limit_mb: Optional[float] = None,
+  ):
+    if limit_mb is not None and in_process:
+      raise ValueError("a memory limit needs the sampler's own process: in_process=False.")
+    self.interval = interval
+    self.refresh_every = refresh_every
+    self.in_process = in_process
+    self.limit_mb = limit_mb  # the watchdog: SIGINT to this process once the tree passes it
+    self.limit_reached: Optional[dict] = None  # {"t", "rss_mb", "limit_mb", "processes"}
+    self.samples: list[dict] = []  # {"t", "pid", "rss_mb", "file_mb", "role", "ppid"}
+    self._tree = TreeSampler()
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+    self._child: Optional[subprocess.Popen] = None
+    self._out = None
+
+  def sample_once(self, refresh: bool = True) -> None:
+    self.samples.extend(self._tree.sample(refresh))
+
+  def _loop(self) -> None:
+    ticks = 0
+    while not self._stop.wait(self.interval):
+      ticks += 1
+      self.sample_once(refresh=ticks % self.refresh_every == 0)
+
+  def start(self) -> "MemorySampler":
+    if self.in_process:
+      self._thread = threading.Thread(target=self._loop, name="mmkit-memory", daemon=True)
+      self._thread.start()
+    else:
+      self._out = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+      self._child = subprocess.Popen(
+        [
+          sys.executable,
+          "-m",
+          "mmkit.memwatch",
+          str(os.getpid()),
+          "--interval",
+          str(self.interval),
+          "--refresh-every",
+          str(self.refresh_every),
+          *(["--limit-mb", str(self.limit_mb)] if self.limit_mb is not None else []),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=self._out,
+        stderr=subprocess.DEVNULL,
+      )
+      self._tree.skip.add(self._child.pid)  # its own few MB are not the run's
+    self.sample_once()
+    return self
+
+  def stop(self) -> None:
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    if self._child is not None:
+      try:
+        self._child.stdin.close()  # asks it to stop
+        self._child.wait(timeout=10)
+      except (OSError, subprocess.TimeoutExpired):
+        self._child.kill()
+        self._child.wait()
+      self._out.seek(0)
+      for line in self._out:
+        if line.strip():
+          record = json.loads(line)
+          if record.get("event") == "memory_limit":
+            self.limit_reached = record
+          else:
+            self.samples.append(record)
+      self._out.close()
+      self._child = None
+    self.sample_once()
+    self.samples.sort(key=lambda sample: sample["t"])
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -91,7 +91,8 @@ class Denoiser(nn.Module):
 
 def uninitialized_linear(*shape) -> nn.Linear:
   """`nn.Linear(*shape)` without random init, on the default device (`meta` inside
-  `with torch.device("meta")`, where `mmkit.mmap_load` builds a module: then it holds no memory).
+  `with torch.device("meta")`, where `mmkit.core.mmap_load` builds a module: then it holds no
+  memory).
 
   `torch.nn.utils.skip_init` would put it on the CPU whatever the default device.
   """

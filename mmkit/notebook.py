@@ -72,10 +72,13 @@ def progress_that_clears_itself() -> None:
   """
   from apache_beam.runners.interactive import utils
 
+  from mmkit.core.beam_private import progress_text
+
   def enter(indicator):
     from IPython.display import HTML, display
 
-    indicator.mmkit_display = display(HTML(f"<i>{indicator._enter_text}</i>"), display_id=True)
+    text = progress_text(indicator)
+    indicator.mmkit_display = display(HTML(f"<i>{text}</i>"), display_id=True)
 
   def leave(indicator, *exc):
     from IPython.display import HTML

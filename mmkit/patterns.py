@@ -18,12 +18,6 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
 from mmkit import data, models
 
-# Names defined elsewhere that notebooks 01, 02, 03 and 06 use from here.
-from mmkit.beam_metrics import keyed_metrics_frame
-from mmkit.inputs import ToTensor, digit_ids
-from mmkit.plots import digits_figure
-from mmkit.validate import check_sequence
-
 __all__ = [
   "shipped_handler",
   "keyed_by_id",
@@ -33,20 +27,16 @@ __all__ = [
   "probabilities",
   "accuracy",
   "correct_of",
-  "denoised_tensor",
   "agreement",
   "arm_table",
   "true_label",
-  "check_sequence",
-  "digit_ids",
-  "ToTensor",
-  "digits_figure",
-  "keyed_metrics_frame",
 ]
 
 
-def shipped_handler(name: str, **batching) -> PytorchModelHandlerTensor:
-  """Beam's PyTorch handler for a model shipped in data/models (01, 02, 03, 06).
+def shipped_handler(
+  name: str, handler_class: type = PytorchModelHandlerTensor, **batching
+) -> PytorchModelHandlerTensor:
+  """Beam's PyTorch handler (or `handler_class`) for a model shipped in data/models (01-06).
 
   `batching` (min_batch_size, max_batch_size, ...) goes to Beam's handler, which hands it to
   BatchElements: equal batch sizes make stages' per-element costs comparable (02).
@@ -55,7 +45,7 @@ def shipped_handler(name: str, **batching) -> PytorchModelHandlerTensor:
 
   cls, params = models.model_spec(name)
   check_state_dict(str(models.model_path(name)), cls, params)
-  return PytorchModelHandlerTensor(
+  return handler_class(
     state_dict_path=str(models.model_path(name)),
     model_class=cls,
     model_params=params,
@@ -87,11 +77,6 @@ def probabilities(result: PredictionResult) -> np.ndarray:
 def predicted_label(result: PredictionResult) -> int:
   """The class a classifier's prediction picks."""
   return int(result.inference.argmax())
-
-
-def denoised_tensor(result: PredictionResult) -> torch.Tensor:
-  """Post-processing between the sequence's models: the denoiser's output, clipped to 0..1."""
-  return result.inference.clamp(0.0, 1.0)
 
 
 def correct_of(predicted: dict, labels: Sequence[int]) -> tuple[int, int]:

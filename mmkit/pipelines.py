@@ -12,10 +12,8 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-# Names defined elsewhere that notebooks 03 and 05 import from here.
-from mmkit.data import model_keys, source_of
-from mmkit.inputs import ToKeyedTensor, ToKeyedTensorOrPass, keyed_examples
-from mmkit.settings import GROUPINGS, RUNNERS
+from mmkit.inputs import ToKeyedTensorOrPass
+from mmkit.settings import GROUPINGS
 
 __all__ = [
   "runner_options",
@@ -23,13 +21,6 @@ __all__ = [
   "CountElements",
   "KeyedInference",
   "keyed_inference_with_dead_letters",
-  "RUNNERS",
-  "GROUPINGS",
-  "model_keys",
-  "source_of",
-  "keyed_examples",
-  "ToKeyedTensor",
-  "ToKeyedTensorOrPass",
 ]
 
 
@@ -89,7 +80,7 @@ class CountElements(beam.DoFn):
 
   def finish_bundle(self):
     if self._log_dir and self._seen:
-      from mmkit.tracing import record_count
+      from mmkit.core.tracer import record_count
 
       record_count(self._log_dir, self._name, self._seen)
 
@@ -111,7 +102,7 @@ def keyed_inference_with_dead_letters(
   refuses (raises on) become DeadLetters (counted as `dead_letters` in a traced run) and the
   rest are served, batch-mates of a refused element included (see `InferOrDeadLetter`).
   """
-  from mmkit.deadletter import DEAD_LETTERS, InferOrDeadLetter, RouteByModel
+  from mmkit.core.keyed import DEAD_LETTERS, InferOrDeadLetter, RouteByModel
 
   if group not in GROUPINGS:
     raise ValueError(f"unknown group {group!r}: use one of {', '.join(GROUPINGS)}.")

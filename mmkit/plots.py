@@ -14,6 +14,8 @@ __all__ = [
   "digits_figure",
   "sweep_figure",
   "memory_timeline_figure",
+  "memory_breakdown",
+  "timeline_with_zoom_figure",
   "workers_figure",
   "worker_names",
   "eviction_figure",
@@ -128,16 +130,18 @@ def memory_timeline_figure(
   title: Optional[str] = None,
   models_ax=None,
   model_mb: Optional[float] = None,
+  hint: Optional[int] = None,
 ):
   """Memory above the run's start against models resident x their size; below, the models resident.
 
   The red line is the process tree's resident memory minus its first sample, so a model's
   size reads directly off the y axis; the dashed line is what the models alone would take.
-  Where the run maps its weights (`mmkit.mmap_load`), a red shade shows the file-backed part:
+  Where the run maps its weights (`mmkit.core.mmap_load`), a red shade shows the file-backed part:
   pages the kernel can drop and read again, shared with other processes that map the file.
   On the lower panel (`models_ax`) the step line counts models resident (loads minus
   releases) against the hint, with loads and releases as thin ticks on lanes of their own.
   Given only `ax` (the explorer), the ticks go along the bottom of the memory panel.
+  `model_mb` and `hint` default to the run's (`report.run`), for a pipeline of your own.
   """
   if ax is None:
     fig, (ax, models_ax) = plt.subplots(
@@ -164,9 +168,9 @@ def memory_timeline_figure(
       label="of which file-backed (mapped weights: droppable, shared)",
     )
   steps = resident_models(report)
-  size = model_mb if model_mb is not None else report.extra.get("model_mb")
+  size = model_mb if model_mb is not None else _setting(report, "model_mb")
   draw_models_memory(ax, steps, size)
-  end = report.extra.get("pipeline_end")
+  end = report.pipeline_end
   xlabel = "seconds since the run started" + (" (dotted: pipeline done)" if end else "")
   for a in (ax, models_ax):
     if end and a is not None:
@@ -175,7 +179,7 @@ def memory_timeline_figure(
     kind: [e["t"] - report.start for e in report.events if e["event"] == kind]
     for kind in ("load", "release")
   }
-  hint = report.extra.get("hint")
+  hint = hint if hint is not None else _setting(report, "hint")
   if models_ax is None:
     low = min(ax.get_ylim()[0], -0.06 * max(ax.get_ylim()[1], 1))
     for (kind, ts), color, y in zip(ticks.items(), (LOAD_COLOR, RELEASE_COLOR), (0.6, 0.3)):
@@ -227,6 +231,145 @@ def memory_timeline_figure(
     fontsize=10,
   )
   fig.tight_layout()
+  return fig
+
+
+def memory_breakdown(report) -> dict:
+  """The timeline's memory above the start, split as far as the report itself can (the sweep).
+
+  From the first load's start to the pipeline's end (the run's, without one): the median memory
+  above the start (`loading_mb`), the most models resident then times their size (`models_mb`,
+  None without a size) and the rest (`not_models_mb`); `before_first_load_mb` is what the run
+  held as its first load started, `peak_mb` its most. At the end, from the figures
+  `mmkit.experiment.run_keyed` adds (None without them), this process's memory: what freeing
+  the models returned (`freed_mb`), what `malloc_trim` returned after that (`trimmed_mb`: freed
+  memory glibc had kept) and what stayed above its start (`left_mb`). None throughout: no loads.
+  """
+  points = above_start(report)
+  loads = [e for e in report.events if e["event"] == "load"]
+  size = _setting(report, "model_mb")
+  figures = dict.fromkeys(
+    ("before_first_load_mb", "loading_mb", "max_resident", "models_mb", "not_models_mb"), None
+  )
+  figures.update(model_mb=size, peak_mb=max((mb for _, mb in points), default=0.0))
+  if loads and points:
+    first = loads[0]["t"] - loads[0].get("seconds", 0.0) - report.start
+    end = (report.pipeline_end or report.end) - report.start
+    before = [mb for t, mb in points if t <= first]
+    during = sorted(mb for t, mb in points if first <= t <= end) or [points[-1][1]]
+    resident = [n for t, n in resident_models(report) if first <= t <= end]
+    figures.update(
+      before_first_load_mb=before[-1] if before else 0.0,
+      loading_mb=during[len(during) // 2],
+      max_resident=max(resident, default=0),
+    )
+    if size:
+      figures["models_mb"] = figures["max_resident"] * size
+      figures["not_models_mb"] = figures["loading_mb"] - figures["models_mb"]
+  main = [s["rss_mb"] for s in report.samples if s.get("role") == "main"][:1]
+  start = main[0] if main else (report.memory_timeline() or [{"rss_mb": None}])[0]["rss_mb"]
+  at_end, freed, trimmed = report.rss_at_end_mb, report.rss_after_free_mb, report.rss_after_trim_mb
+  figures.update(
+    freed_mb=at_end - freed if None not in (at_end, freed) else None,
+    trimmed_mb=freed - trimmed if None not in (freed, trimmed) else None,
+    left_mb=trimmed - start if None not in (trimmed, start) else None,
+  )
+  return figures
+
+
+def timeline_with_zoom_figure(
+  report,
+  window: Optional[tuple[float, float]] = None,
+  zoom_loads: int = 12,
+  title: Optional[str] = None,
+):
+  """The whole run's timeline (`memory_timeline_figure`), a zoom on part of it, what memory holds.
+
+  A thrashing run's loads and releases draw as a solid band; the zoom below (same memory scale)
+  shows `window` (seconds from the run's start; default: from the end of the first load, slow
+  with its imports, to the end of `zoom_loads` loads more), shaded on the whole run, where each
+  load and release is a tick of its own, with its process's memory as the event recorded it
+  (finer than the sampler's 50 ms). Under the panels, what `memory_breakdown` tells from the
+  report: models resident x their size against the rest, what the run held before its first
+  load, and what freeing the models and `malloc_trim` gave back at the end.
+  """
+  fig, (mem, models, zoom, zoom_models) = plt.subplots(
+    4, 1, figsize=(10, 9), gridspec_kw={"height_ratios": [3, 1.5, 3, 1.5]}
+  )
+  for top, bottom in ((mem, models), (zoom, zoom_models)):
+    top.sharex(bottom)
+    top.tick_params(labelbottom=False)
+  zoom.sharey(mem)
+  zoom_models.sharey(models)
+  memory_timeline_figure(report, ax=mem, models_ax=models, title=title)
+  memory_timeline_figure(report, ax=zoom, models_ax=zoom_models, title="")
+  loads = [e["t"] - report.start for e in report.events if e["event"] == "load"]
+  if window is None and loads:
+    last = loads[min(zoom_loads, len(loads) - 1)]
+    pad = 0.08 * max(last - loads[0], 0.01)
+    window = (max(loads[0] - pad, 0.0), min(last + pad, report.seconds))
+  window = window or (0.0, report.seconds)
+  for ax, label in ((mem, "zoomed in below"), (models, None)):
+    ax.axvspan(*window, color="0.5", alpha=0.2, linewidth=0, label=label)
+  mem.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+  starts: dict = {}  # each process's first sample: its memory at the start
+  for sample in report.samples:
+    starts.setdefault(sample["pid"], sample["rss_mb"])
+  for kind, color, marker in (("load", LOAD_COLOR, "o"), ("release", RELEASE_COLOR, "x")):
+    points = [
+      (e["t"] - report.start, e["rss_mb"] - starts[e["pid"]])
+      for e in report.events
+      if e["event"] == kind and e.get("rss_mb") is not None and e["pid"] in starts
+    ]
+    if points:
+      zoom.plot(*zip(*points), marker, color=color, markersize=4, label=f"its process at a {kind}")
+  if window[1] > window[0]:
+    zoom.set_xlim(*window)
+  for ax in (models, zoom_models):  # fewer labels than memory_timeline_figure's: shorter panels
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+  shown = {
+    kind: sum(
+      1
+      for e in report.events
+      if e["event"] == kind and window[0] <= e["t"] - report.start <= window[1]
+    )
+    for kind in ("load", "release")
+  }
+  zoom.set_title(
+    f"zoom on {window[0]:.2f}-{window[1]:.2f} s: {shown['load']} of the {report.loads} loads, "
+    f"{shown['release']} of the {report.releases} releases",
+    fontsize=10,
+  )
+  zoom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+  zoom_models.get_legend().remove()  # the same lines as on the whole run
+  zoom_models.set_xlabel("seconds since the run started")
+  # What the report tells of the memory above the start, in words under the panels.
+  parts, lines = memory_breakdown(report), []
+  if parts["not_models_mb"] is not None:
+    n = parts["max_resident"]
+    lines.append(
+      f"From the first load to the pipeline's end, median {parts['loading_mb']:.0f} MB above "
+      f"the start: at most {n} model{'s' if n != 1 else ''} resident x {parts['model_mb']:g} MB "
+      f"= {parts['models_mb']:.0f} MB, and {parts['not_models_mb']:.0f} MB that is not models "
+      f"({parts['before_first_load_mb']:.0f} MB of it held before the first load)."
+    )
+  if parts["trimmed_mb"] is not None:
+    lines.append(
+      f"At the end, freeing the models (and Beam's servers) gave back {parts['freed_mb']:.0f} MB, "
+      f"malloc_trim {parts['trimmed_mb']:.0f} MB more (freed blocks glibc had kept); "
+      f"{parts['left_mb']:.0f} MB above the start stayed."
+    )
+  if lines:
+    lines.append(
+      "What the rest is (glibc keeping freed blocks, imports, thread stacks), measured: "
+      "docs/measurements.md, bench/timeline_memory.py."
+    )
+    fig.text(0.01, 0.005, "\n".join(lines), fontsize=8, va="bottom", ha="left")
+  fig.tight_layout(rect=(0, 0.02 * len(lines), 1, 1))
+  # tight_layout leaves every row the gap a title needs: each memory panel takes its own back.
+  for top, bottom in ((mem, models), (zoom, zoom_models)):
+    upper, lower = top.get_position(), bottom.get_position()
+    top.set_position([upper.x0, lower.y1 + 0.01, upper.width, upper.y1 - lower.y1 - 0.01])
   return fig
 
 
@@ -417,7 +560,7 @@ def memory_limit_figure(reports: Sequence, title: Optional[str] = None):
     1, len(reports), figsize=(5.5 * len(reports), 3.4), sharey=True, squeeze=False
   )
   for ax, report in zip(axes[0], reports):
-    limit, error = report.extra.get("memory_limit_mb"), report.extra.get("error")
+    limit, error = _setting(report, "memory_limit_mb"), report.error
     timeline = report.memory_timeline()
     ax.plot(
       [p["t"] for p in timeline],
@@ -430,12 +573,12 @@ def memory_limit_figure(reports: Sequence, title: Optional[str] = None):
     ax.plot(loads, [0] * len(loads), "|", color=LOAD_COLOR, markersize=9, label="loads")
     if limit is not None:
       ax.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"limit {limit:g} MB")
-    reached = report.extra.get("memory_limit_reached_s")
+    reached = report.memory_limit_reached_s
     if reached is not None:
       ax.axvline(reached, color=MEMORY_COLOR, linestyle=":", linewidth=1.2, label="limit passed")
     outcome = "ended by the limit" if error else "finished"
     ax.set_title(
-      f"hint={report.extra.get('hint')}: {outcome}, {report.loads} loads, "
+      f"hint={_setting(report, 'hint')}: {outcome}, {report.loads} loads, "
       f"peak {report.peak_rss_mb:.0f} MB",
       fontsize=10,
     )
@@ -443,7 +586,7 @@ def memory_limit_figure(reports: Sequence, title: Optional[str] = None):
     ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
   axes[0][0].set_ylabel("memory (MB)")
   top = max(
-    [r.peak_rss_mb for r in reports] + [r.extra.get("memory_limit_mb") or 0 for r in reports]
+    [r.peak_rss_mb for r in reports] + [_setting(r, "memory_limit_mb") or 0 for r in reports]
   )
   axes[0][0].set_ylim(0, top * 1.12)
   if title:

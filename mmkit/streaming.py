@@ -6,7 +6,7 @@ stream its event times (bursts), `replay_stream` replays it through Beam's
 `TestStream` a tick of event time at a time, `windowed` puts the windows and the GroupByKey
 before inference, and `added_latency` / `open_window_elements` compute exactly, from the
 timestamps, what the windows cost: the wait of each element (window end minus event time) and
-the elements the open windows hold. `mmkit.simulate.stream_batches` predicts the batches, hence
+the elements the open windows hold. `mmkit.core.simulate.stream_batches` predicts the batches, hence
 the loads, without Beam.
 """
 

@@ -14,10 +14,10 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import fields, replace
 from typing import Optional, Sequence
 
-from mmkit import data
-from mmkit.settings import GROUPINGS, LOADS, RUNNERS, KeyedRun
+from mmkit.settings import KeyedRun
 
 __all__ = [
   "COLUMNS",
@@ -56,58 +56,31 @@ COLUMNS = [
 STREAM_COLUMNS = ("window", "latency_median_s", "latency_p99_s", "open_window_elements")
 
 DEFAULT = KeyedRun()  # the sweep's defaults are a run's (its hints are its own)
+_MANY = ("hint", "window")  # the settings a sweep takes several of, one run each
 
 
 def sweep_reports(
-  models: int = DEFAULT.models,
+  run: KeyedRun = DEFAULT,
   hints: Sequence[Optional[int]] = (1, 2, 4, 8),
-  elements: int = DEFAULT.elements,
-  stream: str = DEFAULT.stream,
-  model_mb: Optional[float] = DEFAULT.model_mb,
-  batch_size: int = DEFAULT.batch_size,
-  runner: str = DEFAULT.runner,
-  seed: int = DEFAULT.seed,
-  group: str = DEFAULT.group,
+  windows: Sequence[Optional[float]] = (None,),
   progress: bool = True,
   isolate: bool = True,
-  spread: bool = DEFAULT.spread,
-  memory_limit_mb: Optional[float] = DEFAULT.memory_limit_mb,
-  load: str = DEFAULT.load,
-  windows: Sequence[Optional[float]] = (DEFAULT.window,),
 ) -> list:
-  """One traced keyed run per hint (and per window of `windows`); returns their RunReports.
+  """`run` once per hint (and per window of `windows`); returns their RunReports.
 
   `windows`: None, the batch pipeline; a number, a stream (0: served as it comes; w > 0:
   windows of w seconds and a GroupByKey before inference: `mmkit.streaming`).
 
   `isolate` runs each hint in a fresh process, so peak memory compares like with like.
   A run that fails (`mmkit.faults.RunFailed`: its `memory_limit_mb` passed, say) gives the
-  report traced until then, its `extra["error"]` saying why, and the sweep goes on.
+  report traced until then, its `error` saying why, and the sweep goes on.
   """
   from tqdm.auto import tqdm
 
   from mmkit.experiment import run_keyed
   from mmkit.faults import RunFailed
 
-  runs = [
-    KeyedRun(
-      models=models,
-      hint=hint,
-      elements=elements,
-      stream=stream,
-      model_mb=model_mb,
-      batch_size=batch_size,
-      runner=runner,
-      seed=seed,
-      group=group,
-      spread=spread,
-      memory_limit_mb=memory_limit_mb,
-      load=load,
-      window=window,
-    ).validate()
-    for window in windows
-    for hint in hints
-  ]
+  runs = [replace(run, hint=hint, window=window) for window in windows for hint in hints]
   reports = []
   bar = tqdm(runs, desc="sweep", unit="run", disable=not progress, file=sys.stderr)
   for run in bar:
@@ -172,11 +145,10 @@ def _run_in_fresh_process(run):
 def _empty_report(run, error: str):
   """A report holding only the run's settings and its error: the row of a run that left no trace."""
   from mmkit.experiment import predicted_loads
-  from mmkit.tracing import RunReport
+  from mmkit.report import RunReport
 
   now = time.time()
-  extra = {**predicted_loads(run), "elements_out": 0, "dead_letters": 0, "error": error}
-  return RunReport([], [], now, now, None, extra, run=run)
+  return RunReport([], [], now, now, None, run, error=error, **predicted_loads(run))
 
 
 def format_table(rows: list[dict]) -> str:
@@ -191,7 +163,10 @@ def format_table(rows: list[dict]) -> str:
 
 
 def write_outputs(reports: list, out_dir: str) -> list[str]:
-  """Writes sweep.csv, sweep.png (loads, memory per hint), timeline.png (one run) to `out_dir`."""
+  """Writes sweep.csv, sweep.png (loads, memory per hint), timeline.png (one run) to `out_dir`.
+
+  timeline.png: the first run that swaps, whole and zoomed (`plots.timeline_with_zoom_figure`).
+  """
   import pandas as pd
 
   from mmkit import plots
@@ -205,16 +180,16 @@ def write_outputs(reports: list, out_dir: str) -> list[str]:
       frame[column] = frame[column].map(json.dumps)
   frame.drop(columns=[c for c in ("releases_by_key",) if c in frame]).to_csv(paths[0], index=False)
   plots.sweep_figure(rows, grouped_loads(reports)).savefig(paths[1], dpi=100, bbox_inches="tight")
-  # The timeline of the first run that swaps: the one worth looking at.
+  # The timeline of the first run that swaps: the one worth looking at. Its swaps draw as a
+  # band, so a zoom shows some one by one; under it, what its memory above the start holds.
   swapping = [r for r in reports if r.loads > r.run.models] or reports
-  plots.memory_timeline_figure(swapping[0]).savefig(paths[2], dpi=100, bbox_inches="tight")
+  figure = plots.timeline_with_zoom_figure(swapping[0])
+  figure.savefig(paths[2], dpi=100, bbox_inches="tight")
   return paths
 
 
 def grouped_loads(reports: list) -> list[int]:
   """Loads each run would need with a GroupByKey before inference (simulated)."""
-  from dataclasses import replace
-
   from mmkit.experiment import predicted_loads
 
   return [predicted_loads(replace(r.run, group="gbk"))["simulated_loads"] for r in reports]
@@ -227,20 +202,19 @@ class _OneLineErrors(argparse.ArgumentParser):
     self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _check(args) -> Optional[str]:
-  """The first problem `KeyedRun.validate` finds in the arguments, naming their flags."""
-  settings = {
-    name: getattr(args, name)
-    for name in KeyedRun.__dataclass_fields__
-    if name not in ("hint", "window")
-  }
+def _runs(args) -> tuple[Optional[KeyedRun], Optional[str]]:
+  """The sweep's run (its first hint and window) and None, or None and the first problem any of
+  its runs has, naming the flags."""
+  settings = {f.name: getattr(args, f.name) for f in fields(KeyedRun) if f.name not in _MANY}
   try:
-    for window in args.window or [None]:
-      for hint in args.hints:
-        KeyedRun(hint=hint, window=window, **settings).validate(cli=True)
+    runs = [
+      KeyedRun.from_flags(hint=hint, window=window, **settings)
+      for window in args.window or [None]
+      for hint in args.hints
+    ]
   except ValueError as problem:
-    return str(problem)
-  return None
+    return None, str(problem)
+  return runs[0], None
 
 
 def _unwritable(out_dir: Optional[str]) -> Optional[str]:
@@ -260,26 +234,12 @@ def _unwritable(out_dir: Optional[str]) -> Optional[str]:
 
 
 def run_command(args, parser) -> int:
-  problem = _check(args) or _unwritable(args.out)
+  run, problem = _runs(args)
+  problem = problem or _unwritable(args.out)
   if problem:
     parser.exit(2, f"python -m mmkit sweep: error: {problem}\n")
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
-  reports = sweep_reports(
-    args.models,
-    args.hints,
-    args.elements,
-    args.stream,
-    args.model_mb,
-    args.batch_size,
-    args.runner,
-    args.seed,
-    args.group,
-    progress=not args.no_progress,
-    spread=args.spread,
-    memory_limit_mb=args.memory_limit_mb,
-    load=args.load,
-    windows=args.window or [None],
-  )
+  reports = sweep_reports(run, args.hints, args.window or [None], progress=not args.no_progress)
   rows = [r.summary() for r in reports]
   print(json.dumps(rows, indent=1) if args.json else format_table(rows))
   if args.out:
@@ -296,88 +256,23 @@ def add_parser(commands) -> None:
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   # Defaults are KeyedRun's (DEFAULT); argparse writes them into the help (%(default)s).
-  p.add_argument(
-    "--models",
-    type=int,
-    default=DEFAULT.models,
-    help="number of keyed models (default %(default)s)",
-  )
-  p.add_argument(
-    "--hints",
-    type=int,
-    nargs="+",
-    default=[1, 2, 4, 8],
-    help="max_models_per_worker_hint values, one run each (default 1 2 4 8)",
-  )
-  p.add_argument(
-    "--elements", type=int, default=DEFAULT.elements, help="elements per run (default %(default)s)"
-  )
-  p.add_argument(
-    "--stream",
-    choices=data.STREAMS,
-    default=DEFAULT.stream,
-    help="order of keys in the input (default %(default)s)",
-  )
-  p.add_argument(
-    "--model-mb",
-    type=float,
-    default=DEFAULT.model_mb,
-    help="use synthetic models of this many MB (made once in a cache dir); "
-    "default: the shipped specialist models",
-  )
-  p.add_argument(
-    "--batch-size",
-    type=int,
-    default=DEFAULT.batch_size,
-    help="fixed RunInference batch size (default %(default)s)",
-  )
-  p.add_argument(
-    "--runner",
-    choices=RUNNERS,
-    default=DEFAULT.runner,
-    help="direct: in this process; multiprocess: DirectRunner with 2 worker processes",
-  )
-  p.add_argument(
-    "--group",
-    choices=GROUPINGS,
-    default=DEFAULT.group,
-    help="none: the stream as it comes; gbk: GroupByKey before inference; "
-    "batches: GroupIntoBatches per key",
-  )
-  p.add_argument(
-    "--load",
-    choices=LOADS,
-    default=DEFAULT.load,
-    help="copy: Beam's PyTorch handler (reads the file, copies it into a new module); "
-    "mmap: the kit's handler maps the file, copying nothing (mmkit.mmap_load)",
-  )
-  p.add_argument(
-    "--window",
-    type=float,
-    nargs="+",
-    metavar="SECONDS",
-    help="run a stream with event times instead (TestStream, streaming DirectRunner), once "
-    "per hint and window: 0 serves events as they come, w > 0 puts windows of w seconds and a "
-    "GroupByKey before inference; adds the latency the window adds (median, p99)",
-  )
-  p.add_argument(
-    "--spread",
-    action="store_true",
-    default=DEFAULT.spread,
-    help="reshuffle the elements so every worker process gets some (multiprocess); "
-    "loses the stream's order, so no simulated loads",
-  )
-  p.add_argument(
-    "--memory-limit-mb",
-    type=float,
-    default=DEFAULT.memory_limit_mb,
-    metavar="M",
-    help="end a run once its processes hold more than M MB (resident, as peak_rss_mb counts "
-    "them); its row's error says so and the sweep goes on",
-  )
-  p.add_argument(
-    "--seed", type=int, default=DEFAULT.seed, help="seed of the key stream and the examples"
-  )
+  # One option per KeyedRun field, from its `flag` metadata; the defaults are a run's.
+  for setting in fields(KeyedRun):
+    option, meta = "--" + setting.name.replace("_", "-"), setting.metadata
+    if setting.name == "hint":
+      p.add_argument("--hints", type=int, nargs="+", default=[1, 2, 4, 8], help=meta["help"])
+    elif setting.name == "window":
+      p.add_argument(option, type=float, nargs="+", metavar="SECONDS", help=meta["help"])
+    elif meta["type"] is bool:
+      p.add_argument(option, action="store_true", default=setting.default, help=meta["help"])
+    else:
+      p.add_argument(
+        option,
+        type=meta["type"],
+        choices=meta["choices"] or None,
+        default=setting.default,
+        help=meta["help"] + (" (default %(default)s)" if setting.default is not None else ""),
+      )
   p.add_argument("--out", metavar="DIR", help="also write sweep.csv and sweep.png here")
   p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
   p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -1,26 +1,21 @@
 """Check a multi-model set-up before Beam runs it: clear errors, not deep tracebacks (02, 03).
 
-Every check raises `SetupError` (a ValueError) whose message names the problem and the fix.
+Every check raises `mmkit.core.keyed.SetupError` (a ValueError) whose message names the problem
+and the fix.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any, Mapping, Optional, Sequence
 
+from mmkit.core.keyed import SetupError
+
 __all__ = [
-  "SetupError",
   "check_state_dict",
-  "check_mappings",
-  "check_hint",
   "check_input_shape",
   "check_sequence",
 ]
-
-
-class SetupError(ValueError):
-  """A model, mapping, hint or input that cannot work, found before the pipeline runs."""
 
 
 def check_state_dict(
@@ -70,55 +65,6 @@ def _named_model(stage: Any) -> tuple[str, Any]:
 
 def _params(params: Optional[Mapping[str, Any]]) -> str:
   return ", ".join(f"{k}={v!r}" for k, v in (params or {}).items())
-
-
-def check_mappings(mappings: Sequence[Any]) -> None:
-  """Each KeyModelMapping has keys, and no key is mapped to two models."""
-  if not mappings:
-    raise SetupError("no KeyModelMapping given: map at least one list of keys to a model handler.")
-  owner: dict = {}
-  for index, mapping in enumerate(mappings):
-    if not list(mapping.keys):
-      raise SetupError(
-        f"KeyModelMapping #{index} has an empty key list: give it the keys its model serves, "
-        "or drop it."
-      )
-    for key in mapping.keys:
-      if owner.get(key) == index:
-        # Beam 2.77 rejects this with "key ... maps to multiple model handlers", though there
-        # is one handler (the Dataflow page's own example lists KEY_5 twice).
-        raise SetupError(
-          f"key {key!r} is listed twice in KeyModelMapping #{index}: list each key "
-          "once (e.g. list(dict.fromkeys(keys)))."
-        )
-      if key in owner:
-        raise SetupError(
-          f"key {key!r} is mapped to two models (KeyModelMapping #{owner[key]} and #{index}): "
-          "a key must name exactly one model; remove it from one of them."
-        )
-      owner[key] = index
-
-
-def check_hint(hint: Any, n_models: int) -> None:
-  """A hint is None or a whole number >= 1; above the number of models it only warns."""
-  if hint is None:
-    return
-  if isinstance(hint, bool) or not isinstance(hint, int):
-    raise SetupError(
-      f"max_models_per_worker_hint must be a whole number, got {hint!r} "
-      f"({type(hint).__name__}): e.g. max_models_per_worker_hint=2."
-    )
-  if hint < 1:
-    raise SetupError(
-      f"max_models_per_worker_hint must be >= 1, got {hint}: a worker needs room for at "
-      "least the model it is serving (None means no limit)."
-    )
-  if hint > n_models:
-    warnings.warn(
-      f"max_models_per_worker_hint={hint} is above the {n_models} models mapped: it changes "
-      "nothing (every model stays resident), which is fine if that is what you meant.",
-      stacklevel=3,
-    )
 
 
 def check_input_shape(model: Any, example_shape: Sequence[int]) -> None:

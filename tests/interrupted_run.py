@@ -14,8 +14,9 @@ import time
 
 import psutil
 
-from mmkit.experiment import KeyedRun, run_keyed
+from mmkit.experiment import run_keyed
 from mmkit.pipelines import runner_options
+from mmkit.settings import KeyedRun  # noqa: E402
 
 
 def interrupt_when(moment: str) -> None:
@@ -60,9 +61,9 @@ if __name__ == "__main__":
         "seconds": seconds,
         "stop_seconds": stop_seconds,  # from the SIGINT to the run's KeyboardInterrupt
         "children_left": left,
-        "next_elements_out": report.extra["elements_out"],
+        "next_elements_out": report.elements_out,
         "next_loads": report.loads,
-        "next_simulated_loads": report.extra["simulated_loads"],
+        "next_simulated_loads": report.simulated_loads,
       }
     )
   )

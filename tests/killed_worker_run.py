@@ -38,9 +38,10 @@ class MarkedLines:
 
 sys.stderr = MarkedLines(sys.stderr)
 
-from mmkit.experiment import KeyedRun, run_keyed  # noqa: E402
+from mmkit.experiment import run_keyed  # noqa: E402
 from mmkit.faults import WorkerDied  # noqa: E402
 from mmkit.pipelines import runner_options  # noqa: E402
+from mmkit.settings import KeyedRun  # noqa: E402
 
 killed: dict = {}
 
@@ -82,11 +83,11 @@ if __name__ == "__main__":
       report_loads_of_killed=sum(
         e["event"] == "load" and e["pid"] == killed["pid"] for e in report.events
       ),
-      report_error=report.extra["error"],
+      report_error=report.error,
     )
   outcome["killed"] = killed
   outcome["children_left"] = [p.pid for p in psutil.Process().children(recursive=True)]
   after = run_keyed(KeyedRun(models=3, hint=1, elements=30, stream="cycle", batch_size=3))
-  outcome.update(next_elements_out=after.extra["elements_out"], next_error=after.extra["error"])
+  outcome.update(next_elements_out=after.elements_out, next_error=after.error)
   shutil.rmtree(tempfile.tempdir, ignore_errors=True)
   print(json.dumps(outcome))

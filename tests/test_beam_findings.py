@@ -30,7 +30,7 @@ from beam_findings_helpers import (
   read,
 )
 
-from mmkit.cleanup import release_resident_models
+from mmkit.core.cleanup import release_resident_models
 
 MEASURED_ON = "2.77.0"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -349,7 +349,7 @@ def test_per_key_metric_names_have_an_underscore_after_the_dash():
 
 # 10. The InteractiveRunner's result has no metrics. 11. The DaskRunner loses outputs and branches.
 def test_interactive_runner_result_has_no_metrics():
-  from mmkit.cleanup import forget_interactive_pipeline
+  from mmkit.core.cleanup import forget_interactive_pipeline
   from mmkit.pipelines import new_pipeline
 
   pipeline = new_pipeline("interactive")
@@ -441,7 +441,7 @@ def test_a_failed_keyed_load_leaves_its_key_in_the_lru_and_every_later_eviction_
 def test_shared_object_connections_keep_nagle_on_and_acquire_opens_four(monkeypatch):
   from multiprocessing import connection
 
-  from mmkit.sockets import has_nodelay, tcp_nodelay
+  from mmkit.core.beam_private import has_nodelay, tcp_nodelay
 
   plain = connection.SocketClient
   opened = []
@@ -569,7 +569,7 @@ def test_beams_pytorch_handler_reads_a_file_object_so_it_cannot_map_and_copies_e
   from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
   from torch import nn
 
-  from mmkit.mmap_load import mapped_files
+  from mmkit.core.mmap_load import mapped_files
 
   path = tmp_path / "linear.pt"
   torch.save(nn.Linear(64, 10).state_dict(), path)

@@ -1,8 +1,9 @@
 """mmkit.beam_metrics: one reader of Beam's keyed-model metrics, for counts and for the table."""
 
 from mmkit.beam_metrics import ALL, beam_load_counts, keyed_metrics_frame, keyed_model_metrics
-from mmkit.cleanup import clean_up
-from mmkit.experiment import KeyedRun, keyed_pipeline, model_handlers
+from mmkit.core.cleanup import clean_up
+from mmkit.experiment import keyed_pipeline, model_handlers
+from mmkit.settings import KeyedRun
 
 
 def test_load_counts_and_the_table_read_the_same_metrics_of_a_run():

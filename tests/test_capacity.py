@@ -2,7 +2,7 @@
 
 import pytest
 
-from mmkit.capacity import recommend_hint
+from mmkit.core.capacity import recommend_hint
 
 
 def test_hint_is_how_many_of_the_largest_models_fit_one_worker():

@@ -1,4 +1,4 @@
-"""mmkit.cleanup: runs in one process, as from a notebook widget, leave nothing the kit can free."""
+"""mmkit.core.cleanup: runs in one process, as from a notebook, leave nothing the kit can free."""
 
 import os
 import tempfile
@@ -7,8 +7,11 @@ import threading
 import psutil
 import pytest
 
-from mmkit.cleanup import clean_up, release_resident_models
-from mmkit.experiment import KeyedRun, run_keyed
+from mmkit.core.cleanup import clean_up, release_resident_models
+from mmkit.experiment import run_keyed
+from mmkit.memwatch import MemorySampler
+from mmkit.report import RunReport
+from mmkit.settings import KeyedRun
 
 
 def test_twenty_thrashing_runs_leave_no_models_threads_files_or_memory_behind(monkeypatch):
@@ -31,18 +34,20 @@ def test_twenty_thrashing_runs_leave_no_models_threads_files_or_memory_behind(mo
     threading.active_count(),
     me.num_fds(),
   )
-  import mmkit.tracing
+  import mmkit.core.tracer
 
   traces = []
   mkdtemp = tempfile.mkdtemp
   monkeypatch.setattr(
-    mmkit.tracing.tempfile, "mkdtemp", lambda *a, **k: traces.append(mkdtemp(*a, **k)) or traces[-1]
+    mmkit.core.tracer.tempfile,
+    "mkdtemp",
+    lambda *a, **k: traces.append(mkdtemp(*a, **k)) or traces[-1],
   )
   children_before = {p.pid for p in me.children(recursive=True)}
   loads = 0
   for _ in range(20):
     report = run_keyed(run)
-    assert report.extra["elements_out"] == 100
+    assert report.elements_out == 100
     loads += report.loads
   assert loads == 20 * 100  # every element swaps: each load used to leave 2 threads behind
   assert (me.memory_info().rss - rss_before) / 2**20 <= 50
@@ -61,31 +66,32 @@ def test_twenty_thrashing_runs_leave_no_models_threads_files_or_memory_behind(mo
 
 
 def test_release_frees_what_a_run_left_resident():
+  from mmkit.core.tracer import Tracer
   from mmkit.experiment import keyed_pipeline, model_handlers
-  from mmkit.tracing import Tracer
 
   run = KeyedRun(models=3, hint=None, elements=30, stream="cycle", batch_size=3)
-  with Tracer() as tracer:
+  with Tracer(sampler=MemorySampler()) as tracer:
     pipeline = keyed_pipeline(run, {k: tracer.wrap(mh, k) for k, mh in model_handlers(3).items()})
     pipeline.run().wait_until_finish()
     import gc
 
     gc.collect()
-    resident_before = tracer.read_events()
+    resident_before = tracer.events()
     freed = release_resident_models()
     gc.collect()
-  report = tracer.report()
+  report = RunReport.of(tracer)
   assert sum(e["event"] == "release" for e in resident_before) == 0  # Beam kept all three
   assert freed == 3 and report.releases == 3
 
 
-def test_clean_up_frees_the_models_and_ends_only_the_processes_started_since():
+def test_clean_up_frees_the_models_and_a_failed_run_ends_only_the_processes_started_since():
   import subprocess
   import sys
 
   from apache_beam.utils import multi_process_shared
 
   from mmkit.experiment import keyed_pipeline, model_handlers
+  from mmkit.workers import stop_worker_processes
 
   sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
   older = subprocess.Popen(sleep)
@@ -97,7 +103,8 @@ def test_clean_up_frees_the_models_and_ends_only_the_processes_started_since():
     registry = multi_process_shared._process_level_singleton_manager
     resident = [t for t, e in registry.entries.items() if len(str(t)) == 32 and e.initialied]
     left_by_the_run = subprocess.Popen(sleep)  # stands in for a worker a failed run left
-    memory = clean_up(pipeline, workers_before=before, rss=lambda: 1.0)
+    memory = clean_up(pipeline, rss=lambda: 1.0)
+    stop_worker_processes(exclude=before)  # what run_keyed adds on a failed run's way out
     assert len(resident) == 3 and not [t for t in resident if t in registry.entries]
     assert left_by_the_run.wait(timeout=10) is not None and older.poll() is None
     assert memory == {"rss_after_free_mb": 1.0, "rss_after_trim_mb": 1.0}
@@ -162,7 +169,7 @@ def test_runs_leave_no_rendezvous_files_or_pipeline_dirs_in_the_temp_dir(runner,
   run = KeyedRun(models=2, hint=1, elements=60, stream="cycle", batch_size=4, runner=runner)
   dead_before = _dead_rendezvous_files()
   report = run_keyed(run, runner_options(runner) if runner == "multiprocess" else None)
-  assert report.loads == report.extra["simulated_loads"] > 2  # models were swapped: files were made
+  assert report.loads == report.simulated_loads > 2  # models were swapped: files were made
   assert _dead_rendezvous_files() - dead_before == set()
   pipeline_dirs = [d for d in made if os.path.basename(d).startswith("beam-pipeline-temp")]
   assert pipeline_dirs and not any(os.path.exists(d) for d in pipeline_dirs)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mmkit import data
-from mmkit.experiment import KeyedRun
+from mmkit.core.simulate import model_accesses, simulate_lru
+from mmkit.data import model_keys
 from mmkit.explorer import (
   DEFAULTS,
   explore,
@@ -13,29 +16,30 @@ from mmkit.explorer import (
   served_before_load,
   swaps_by_hint,
 )
-from mmkit.pipelines import model_keys
-from mmkit.simulate import model_accesses, simulate_lru
+from mmkit.settings import KeyedRun
 
 SMALL = dict(elements=128, batch_size=32, model_mb=8.0)
-DEFAULT_RUN = KeyedRun(**{k: v for k, v in DEFAULTS.items() if k != "hint"}, hint=1)
+DEFAULT_RUN = replace(DEFAULTS, hint=1)
 
 
 def test_default_loads_fall_with_every_hint():
   predicted = swaps_by_hint(DEFAULT_RUN)["lru"]  # Beam's LRU replayed on the default stream
-  loads = [predicted[h] for h in range(1, DEFAULTS["models"] + 1)]
+  loads = [predicted[h] for h in range(1, DEFAULTS.models + 1)]
   assert all(a > b for a, b in zip(loads, loads[1:])), f"the slider would show {loads}"
-  assert loads[-1] == DEFAULTS["models"], "with room for every model, each loads once"
+  assert loads[-1] == DEFAULTS.models, "with room for every model, each loads once"
 
 
 def test_default_memory_steps_with_the_hint():
   """Real traced runs at hint 1 and at one hint per model: loads as predicted, and the models
   held when the pipeline ends show in memory above the start (one model against all)."""
-  models, size = DEFAULTS["models"], DEFAULTS["model_mb"]
+  models, size = DEFAULTS.models, DEFAULTS.model_mb
   predicted = swaps_by_hint(DEFAULT_RUN)["lru"]
-  explore(hint=1, elements=DEFAULTS["batch_size"])  # a process's first run also grows its heap
+  explore(
+    replace(DEFAULTS, hint=1, elements=DEFAULTS.batch_size)
+  )  # a process's first run also grows its heap
   held = {}
   for hint in (1, models):
-    report, fig = explore(hint=hint)
+    report, fig = explore(replace(DEFAULTS, hint=hint))
     assert report.loads == predicted[hint]
     assert report.max_resident <= hint, "a process held more models than the hint"
     held[hint] = held_at_end(report)
@@ -56,7 +60,7 @@ def test_served_before_load_follows_the_lru_replay():
 
 def test_progress_while_the_run_goes():
   seen = []
-  report, _ = explore(**SMALL, on_progress=seen.append)
+  report, _ = explore(replace(DEFAULTS, **SMALL), on_progress=seen.append)
   assert seen, "no progress during the run"
   loads = [p["loads"] for p in seen]
   assert loads == sorted(loads) and loads[-1] <= report.loads
@@ -67,7 +71,7 @@ def test_progress_while_the_run_goes():
 
 
 def test_run_button_redraws_status_and_progress():
-  ui = explorer(**SMALL)
+  ui = explorer(replace(DEFAULTS, **SMALL))
   controls, actions, status, served, live, out = ui.children
   button = actions.children[-1]
   button.click()  # what the browser's click calls (tests/test_browser.py drives a real one)
@@ -77,6 +81,6 @@ def test_run_button_redraws_status_and_progress():
   first = status.value
   controls.children[0].value = 1  # hint 1: one model at a time, so more loads
   button.click()
-  predicted = swaps_by_hint(KeyedRun(**{**DEFAULTS, **SMALL, "hint": 1}))["lru"]
+  predicted = swaps_by_hint(replace(DEFAULTS, **SMALL, hint=1))["lru"]
   assert status.value.startswith(f"{predicted[1]} loads,"), status.value
   assert status.value != first and not button.disabled

@@ -7,12 +7,13 @@ from apache_beam.ml.inference.base import KeyModelMapping
 from apache_beam.testing.util import assert_that, equal_to
 
 from mmkit import models
-from mmkit.cleanup import release_resident_models
+from mmkit.core.cleanup import release_resident_models
+from mmkit.core.keyed import FixedBatchKeyedModelHandler, SetupError, keyed_handler
+from mmkit.core.tracer import Tracer
 from mmkit.experiment import model_handlers
-from mmkit.keyed import FixedBatchKeyedModelHandler, keyed_handler
 from mmkit.pipelines import CountElements, keyed_inference_with_dead_letters
-from mmkit.tracing import Tracer
-from mmkit.validate import SetupError, check_input_shape, check_state_dict
+from mmkit.report import RunReport
+from mmkit.validate import check_input_shape, check_state_dict
 
 
 def test_missing_model_file_names_the_path_and_the_fix(tmp_path):
@@ -107,7 +108,7 @@ def test_unknown_keys_and_bad_tensors_become_dead_letters_and_the_rest_is_served
         ),
         label="dead",
       )
-  counts = tracer.report().counts
+  counts = RunReport.of(tracer).counts
   assert counts["elements_out"] + counts["dead_letters"] == len(good + unknown + bad_shape)
   assert counts["dead_letters"] == 3
 
@@ -142,7 +143,7 @@ def test_a_tensor_the_model_refuses_is_a_dead_letter_and_its_batch_mates_are_ser
         equal_to([("clean", "torch.float64", True), ("noisy", "torch.float64", True)]),
         label="dead",
       )
-  counts = tracer.report().counts
+  counts = RunReport.of(tracer).counts
   assert (counts["elements_out"], counts["dead_letters"]) == (len(good), len(refused))
 
 
@@ -173,23 +174,23 @@ def test_batch_mates_of_a_refused_tensor_get_the_same_predictions_as_without_it(
 
 
 def test_a_sequence_whose_second_model_cannot_take_the_first_ones_output_is_refused_up_front():
-  from mmkit import patterns
+  from mmkit.validate import check_sequence
 
-  patterns.check_sequence(["denoiser", "ab_mlp"])  # 64 pixels -> 64 pixels -> 10 scores: fits
+  check_sequence(["denoiser", "ab_mlp"])  # 64 pixels -> 64 pixels -> 10 scores: fits
   with pytest.raises(
     SetupError, match=r"the output of ab_mlp \(shape \(10,\)\) does not fit ab_cnn.*Put a model"
   ):
-    patterns.check_sequence(["ab_mlp", "ab_cnn"])
+    check_sequence(["ab_mlp", "ab_cnn"])
   with pytest.raises(
     SetupError, match=r"examples of shape \(28, 28\) do not fit denoiser.*Reshape the inputs"
   ):
-    patterns.check_sequence(["denoiser", "ab_mlp"], example_shape=(28, 28))
+    check_sequence(["denoiser", "ab_mlp"], example_shape=(28, 28))
 
 
 def test_a_batch_that_fails_outside_the_model_becomes_dead_letters_with_beams_error():
   from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-  from mmkit.deadletter import failed_batch
+  from mmkit.core.keyed import failed_batch
 
   class Broken(ModelHandler):
     def load_model(self):
@@ -217,10 +218,10 @@ def test_a_batch_that_fails_outside_the_model_becomes_dead_letters_with_beams_er
 
 
 def test_a_handler_that_cannot_retry_alone_is_refused_with_the_fix():
-  from mmkit.deadletter import InferOrDeadLetter
+  from mmkit.core.keyed import InferOrDeadLetter
   from mmkit.patterns import keyed_by_id
 
-  with pytest.raises(TypeError, match="ServeAloneOnFailure.*keyed_handler"):
+  with pytest.raises(TypeError, match="FixedBatchKeyedModelHandler.*keyed_handler"):
     InferOrDeadLetter(keyed_by_id("general"))
 
 

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from mmkit.__main__ import main
+from mmkit.settings import KeyedRun
 from mmkit.sweep import sweep_reports
 
 # 8 synthetic 64 MB models in key order: hint 2 holds 2 of them at once, hint 8 all 8.
@@ -15,7 +16,7 @@ EXAMPLE = dict(models=8, elements=128, stream="sorted", model_mb=64, batch_size=
 def test_a_run_past_its_memory_limit_ends_with_a_row_saying_so_and_the_sweep_goes_on(capsys):
   # What hint 2 needs, measured as the sweep measures it (a fresh process); the limit is two
   # models above it (a load briefly holds a second copy of one), hint 8 needs six more.
-  (measured,) = sweep_reports(hints=[2], progress=False, **EXAMPLE)
+  (measured,) = sweep_reports(KeyedRun(**EXAMPLE), hints=[2], progress=False)
   limit = round(measured.peak_rss_mb + 128)
   args = [f"--{k.replace('_', '-')}={v}" for k, v in EXAMPLE.items()]
   # The command line's own code, called here: its runs still each get a fresh process.
@@ -90,8 +91,9 @@ def test_a_model_file_gone_after_validation_fails_the_run_naming_it_and_loses_no
   import os
 
   import mmkit.experiment
-  from mmkit.experiment import KeyedRun, run_keyed
+  from mmkit.experiment import run_keyed
   from mmkit.faults import ModelFileFailed
+  from mmkit.settings import KeyedRun
 
   monkeypatch.setenv("MMKIT_CACHE", str(tmp_path))  # synthetic models of our own to break
   made = mmkit.experiment.model_handlers
@@ -175,15 +177,14 @@ def test_a_sweep_run_whose_own_process_is_killed_gets_a_row_saying_so_and_the_sw
 
   threading.Thread(target=kill_the_runs_process, daemon=True).start()
   # The kill comes as the first run's process starts: it always finds it running.
-  killed, finished = sweep_reports(
-    models=2, hints=[1, 2], elements=200, stream="cycle", batch_size=1, progress=False
-  )
+  run = KeyedRun(models=2, elements=200, stream="cycle", batch_size=1)
+  killed, finished = sweep_reports(run, hints=[1, 2], progress=False)
   # How it ended is read from its exit code where it can be (not always: see _run_in_fresh_process).
-  assert killed.extra["error"] in (
+  assert killed.error in (
     "the run's own process was killed by signal 9 (SIGKILL): out of memory? (the kernel's OOM "
     "killer sends it); nothing it traced could be read",
     "the run's own process ended abruptly (killed? the kernel's OOM killer sends SIGKILL: out "
     "of memory?); nothing it traced could be read",
   )
   assert killed.summary()["hint"] == 1 and killed.loads == 0
-  assert finished.extra["error"] is None and finished.extra["elements_out"] == 200
+  assert finished.error is None and finished.elements_out == 200

@@ -21,7 +21,7 @@ SLOW_RUN = (
 )
 NEXT_RUN = (
   "report = run_keyed(KeyedRun(models=3, hint=1, elements=30, stream='cycle', batch_size=3))\n"
-  "print(report.extra['elements_out'], report.loads)"
+  "print(report.elements_out, report.loads)"
 )
 
 

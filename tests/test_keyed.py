@@ -1,9 +1,10 @@
-"""mmkit.keyed: fixed batches make swaps reproducible; evicted models' servers can be stopped."""
+"""mmkit.core.keyed: fixed batches make swaps reproducible; evicted servers can be stopped."""
 
 import apache_beam as beam
 import pytest
 
-from mmkit.experiment import KeyedRun, run_keyed
+from mmkit.experiment import run_keyed
+from mmkit.settings import KeyedRun
 
 
 def test_too_small_hint_swaps_and_a_hint_as_big_as_the_models_loads_each_once():
@@ -26,10 +27,11 @@ def test_evicted_models_proxy_servers_run_until_the_end_unless_stopped(stop_serv
   from apache_beam.ml.inference.base import KeyModelMapping
 
   from mmkit import data
-  from mmkit.cleanup import release_resident_models
+  from mmkit.core.cleanup import release_resident_models
+  from mmkit.core.keyed import FixedBatchKeyedModelHandler, ObservedModelManager
   from mmkit.experiment import model_handlers
-  from mmkit.keyed import FixedBatchKeyedModelHandler, ObservedModelManager
-  from mmkit.pipelines import KeyedInference, keyed_examples, new_pipeline
+  from mmkit.inputs import keyed_examples
+  from mmkit.pipelines import KeyedInference, new_pipeline
 
   handler = FixedBatchKeyedModelHandler(
     [KeyModelMapping([k], mh) for k, mh in model_handlers(4).items()],

@@ -13,10 +13,16 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from apache_beam.testing.util import assert_that, equal_to
 from torch import nn
 
-from mmkit import mmap_load, models
+from mmkit import models
 from mmkit.beam_metrics import ALL, beam_load_counts
-from mmkit.keyed import FixedBatchKeyedModelHandler
-from mmkit.mmap_load import MmapPytorchModelHandlerTensor, load_mmap_model, local_path, place_on
+from mmkit.core import mmap_load
+from mmkit.core.keyed import FixedBatchKeyedModelHandler
+from mmkit.core.mmap_load import (
+  MmapPytorchModelHandlerTensor,
+  load_mmap_model,
+  local_path,
+  place_on,
+)
 
 SIZED = {"megabytes": 1.0}
 

@@ -3,7 +3,8 @@
 import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions
 
-from mmkit.experiment import KeyedRun, keyed_pipeline, model_handlers
+from mmkit.experiment import keyed_pipeline, model_handlers
+from mmkit.settings import KeyedRun
 
 DATAFLOW = dict(
   runner="DataflowRunner",
@@ -40,7 +41,7 @@ def test_options_round_trip_through_the_command_line_form():
 
 
 def test_runner_names_map_to_the_directrunner_modes_and_an_unknown_one_is_named():
-  from mmkit.cleanup import forget_interactive_pipeline
+  from mmkit.core.cleanup import forget_interactive_pipeline
   from mmkit.pipelines import new_pipeline, runner_options
 
   one = runner_options("direct").get_all_options()

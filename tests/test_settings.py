@@ -27,16 +27,26 @@ from mmkit.settings import KeyedRun
   ],
 )
 def test_problems_are_named_as_arguments_or_as_the_sweeps_flags(settings, as_argument, as_flag):
-  run = KeyedRun(**settings)
   with pytest.raises(ValueError, match=re.escape(as_argument)):
-    run.validate()
+    KeyedRun(**settings)  # a run that exists is valid: made, it is checked
   with pytest.raises(ValueError, match=re.escape(as_flag)):
-    run.validate(cli=True)
+    KeyedRun.from_flags(**settings)
 
 
-def test_a_valid_run_is_returned_as_is():
+def test_a_run_made_again_with_a_bad_setting_is_refused_too():
   run = KeyedRun(models=12, model_mb=4.0, hint=3, runner="multiprocess", spread=True)
-  assert run.validate() is run and run.validate(cli=True) is run
+  assert KeyedRun.from_flags(**dataclasses.asdict(run)) == run
+  with pytest.raises(ValueError, match="batch_size must be"):
+    dataclasses.replace(run, batch_size=0)
+
+
+def test_the_run_owns_its_key_stream():
+  from mmkit import data
+
+  run = KeyedRun(models=3, elements=50, stream="zipf", seed=4)
+  keys = data.model_keys(3)
+  assert run.key_stream() == data.key_stream("zipf", keys, 50, seed=4)
+  assert run.key_stream() != dataclasses.replace(run, seed=5).key_stream()
 
 
 def test_the_sweeps_options_default_to_a_runs_defaults():

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from mmkit.simulate import (
+from mmkit.core.simulate import (
   lru_loads_by_capacity,
   model_accesses,
   optimal_loads,
@@ -90,22 +90,23 @@ def test_bad_capacity_and_batch_size_are_rejected_with_a_clear_message(bad):
   ],
 )
 def test_simulation_equals_a_real_beam_run(stream, hint, group):
-  from mmkit.experiment import KeyedRun, run_keyed
+  from mmkit.experiment import run_keyed
+  from mmkit.settings import KeyedRun
 
   report = run_keyed(
     KeyedRun(models=5, hint=hint, elements=300, stream=stream, batch_size=12, group=group)
   )
-  assert report.extra["elements_out"] == 300
+  assert report.elements_out == 300
   if group == "batches":
     # GroupIntoBatches flushes its partial batches at the end in the runner's order, which the
     # simulator does not know: at most one load per model differs.
-    assert abs(report.loads - report.extra["simulated_loads"]) <= 5
+    assert abs(report.loads - report.simulated_loads) <= 5
     return
-  assert report.loads == report.extra["simulated_loads"]
-  assert report.extra["optimal_loads"] <= report.loads
+  assert report.loads == report.simulated_loads
+  assert report.optimal_loads <= report.loads
   # Per model too, not only in total.
   from mmkit import data
-  from mmkit.pipelines import model_keys
+  from mmkit.data import model_keys
 
   accesses = model_accesses(data.key_stream(stream, model_keys(5), 300), 12, group=group)
   assert simulate_lru(accesses, hint).loads_by_model == report.loads_by_key

@@ -1,4 +1,4 @@
-"""`mmkit.sockets.tcp_nodelay`: new TCP connections send at once while it is active, only then."""
+"""`beam_private.tcp_nodelay`: new TCP connections send at once while it is active, only then."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from multiprocessing.connection import Client, Listener
 
 import pytest
 
-from mmkit import experiment, sockets
-from mmkit.experiment import KeyedRun, run_keyed
-from mmkit.sockets import has_nodelay, tcp_nodelay
+from mmkit import experiment
+from mmkit.core import beam_private
+from mmkit.core.beam_private import has_nodelay, tcp_nodelay
+from mmkit.experiment import run_keyed
+from mmkit.settings import KeyedRun
 
 
 @pytest.fixture
@@ -86,14 +88,14 @@ def test_every_connection_of_a_keyed_run_goes_through_the_patch(monkeypatch):
 
   monkeypatch.setattr(connection, "SocketClient", recording)
   report = run_keyed(KeyedRun(models=2, elements=8, model_mb=4, batch_size=8, runner="direct"))
-  assert report.extra["elements_out"] == 8
+  assert report.elements_out == 8
   # The model status and keyed manager proxies of RunInference's setup, its first batch, and
   # the cleanup's releases: every one opened with Nagle off.
   assert len(patched_when_opened) >= 10 and all(patched_when_opened)
   # run_keyed's own patch is gone; what may be left is the keyed handler's, for as long as the
   # handler lives (here pytest keeps the stopped server threads' exceptions, which hold it:
   # the next test checks in a process of its own that it goes).
-  assert sockets._users == len(sockets._owners) <= 1
+  assert beam_private._users == len(beam_private._owners) <= 1
 
 
 def test_the_handlers_patch_goes_with_the_handler_after_a_run():
@@ -126,7 +128,7 @@ def test_a_handler_keeps_nagle_off_in_its_process_while_it_lives(listener):
   from apache_beam.ml.inference.base import KeyModelMapping
   from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
-  from mmkit.keyed import FixedBatchKeyedModelHandler
+  from mmkit.core.keyed import FixedBatchKeyedModelHandler
   from mmkit.models import MLPClassifier, model_path
 
   plain = connection.SocketClient

@@ -2,9 +2,9 @@
 
 import pytest
 
+from mmkit.core.simulate import batch_accesses, simulate_lru, stream_batches
 from mmkit.experiment import run_keyed
 from mmkit.settings import KeyedRun
-from mmkit.simulate import batch_accesses, simulate_lru, stream_batches
 from mmkit.streaming import (
   added_latency,
   event_times,

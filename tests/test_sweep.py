@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from mmkit.settings import KeyedRun
 from mmkit.sweep import format_table, sweep, sweep_reports, write_outputs
 
 
@@ -77,24 +78,15 @@ def test_json_rows_agree_with_beam_and_the_simulator():
 
 
 def test_group_by_key_stops_the_swaps():
-  rows = sweep(
-    models=4, hints=[1], elements=400, stream="cycle", batch_size=16, group="gbk", progress=False
-  )
+  run = KeyedRun(models=4, elements=400, stream="cycle", batch_size=16, group="gbk")
+  rows = sweep(run, hints=[1], progress=False)
   assert rows[0]["loads"] == 4 and rows[0]["elements_out"] == 400
   assert rows[0]["simulated_loads"] == 4
 
 
 def test_mapped_loads_make_the_same_swaps_and_the_row_says_which_load_ran():
-  rows = sweep(
-    models=4,
-    hints=[1],
-    elements=96,
-    stream="cycle",
-    batch_size=8,
-    model_mb=4,
-    load="mmap",
-    progress=False,
-  )
+  run = KeyedRun(models=4, elements=96, stream="cycle", batch_size=8, model_mb=4, load="mmap")
+  rows = sweep(run, hints=[1], progress=False)
   (row,) = rows
   assert row["load"] == "mmap" and row["elements_out"] == 96
   assert row["loads"] == row["beam_loads"] == row["simulated_loads"] > 4  # it thrashes
@@ -116,15 +108,8 @@ def test_window_runs_print_the_latency_they_add():
 
 
 def test_out_writes_csv_and_pngs(tmp_path):
-  reports = sweep_reports(
-    models=3,
-    hints=[1, 3],
-    elements=120,
-    stream="cycle",
-    batch_size=8,
-    progress=False,
-    isolate=False,
-  )
+  run = KeyedRun(models=3, elements=120, stream="cycle", batch_size=8)
+  reports = sweep_reports(run, hints=[1, 3], progress=False, isolate=False)
   rows = [r.summary() for r in reports]
   csv, *pngs = write_outputs(reports, str(tmp_path))
   for png in pngs:
@@ -208,3 +193,34 @@ def test_a_multiprocess_sweep_takes_about_as_long_with_stderr_to_dev_null_as_to_
     to_a_file = run_seconds(to_file)
   # Before the fix: 5x at 400 elements (35x at 2,000); now 0.6x to 1.6x either way.
   assert to_null <= 3 * to_a_file, (to_null, to_a_file)
+
+
+def test_timeline_png_is_the_first_swapping_run_whole_and_zoomed(tmp_path, monkeypatch):
+  from mmkit import plots
+  from mmkit.report import RunReport
+
+  def report(hint, loads):
+    events = [
+      {"event": kind, "key": f"k{i % 3}", "pid": 1, "t": 10 + 0.1 * i + dt, "seconds": 0.01}
+      for i in range(loads)
+      for kind, dt in (("load", 0.0), ("release", 0.05))
+    ]
+    samples = [
+      {"t": 9 + 0.1 * i, "pid": 1, "rss_mb": 100 + i, "file_mb": 0, "role": "main"}
+      for i in range(10 + loads)
+    ]
+    run = KeyedRun(models=3, hint=hint, elements=120, stream="cycle", model_mb=4)
+    return RunReport(events, samples, 9.0, 10.0 + 0.1 * loads, run=run)
+
+  drawn = []
+
+  def spy(r, *args, **kwargs):
+    drawn.append(r)
+    return zoomed(r, *args, **kwargs)
+
+  zoomed = plots.timeline_with_zoom_figure
+  monkeypatch.setattr(plots, "timeline_with_zoom_figure", spy)
+  reports = [report(3, 3), report(1, 30), report(2, 20)]
+  *_, timeline = write_outputs(reports, str(tmp_path))
+  assert len(drawn) == 1 and drawn[0] is reports[1]  # hint 1: the first run to load more than 3
+  assert open(timeline, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -9,8 +9,11 @@ import apache_beam as beam
 import pytest
 from apache_beam.ml.inference.base import ModelHandler
 
-from mmkit.experiment import KeyedRun, run_keyed
-from mmkit.tracing import MemorySampler, Tracer
+from mmkit.core.tracer import Tracer
+from mmkit.experiment import run_keyed
+from mmkit.memwatch import MemorySampler
+from mmkit.report import RunReport
+from mmkit.settings import KeyedRun
 
 
 class _Model:
@@ -29,13 +32,13 @@ class _DoublingHandler(ModelHandler):
 
 
 def test_wrap_records_load_then_release_when_model_is_freed():
-  with Tracer() as tracer:
+  with Tracer(sampler=MemorySampler()) as tracer:
     handler = tracer.wrap(_DoublingHandler(), key="k1")
     model = handler.load_model()
     assert list(handler.run_inference([1, 2], model)) == [2, 4]
     del model
     gc.collect()
-  report = tracer.report()
+  report = RunReport.of(tracer)
   assert [e["event"] for e in report.events] == ["load", "release"]
   assert report.loads_by_key == {"k1": 1} and report.releases_by_key == {"k1": 1}
   assert all(e["rss_mb"] > 0 for e in report.events)
@@ -44,11 +47,11 @@ def test_wrap_records_load_then_release_when_model_is_freed():
 def test_report_removes_its_temporary_directory():
   import os
 
-  tracer = Tracer()
+  tracer = Tracer(sampler=MemorySampler())
   with tracer:
     tracer.wrap(_DoublingHandler(), key="k").load_model()
   assert os.path.isdir(tracer.log_dir)
-  tracer.report()
+  RunReport.of(tracer)
   assert not os.path.exists(tracer.log_dir)
 
 
@@ -70,7 +73,7 @@ def test_trace_load_count_equals_beams_metric_on_direct_runner(stream, hint):
   report = run_keyed(KeyedRun(models=4, hint=hint, elements=300, stream=stream, batch_size=8))
   assert report.beam_loads is not None
   assert report.loads == report.beam_loads
-  assert report.extra["elements_out"] == 300
+  assert report.elements_out == 300
   # Every model loaded is released again: evicted by the LRU, or freed after the run.
   assert report.releases == report.loads
   # Beam's per-cohort counts agree with the trace, key by key.
@@ -82,13 +85,14 @@ def test_interactive_runner_is_traced_without_metrics():
   import apache_beam.runners.interactive.interactive_beam as ib
   from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
 
-  from mmkit.cleanup import release_resident_models
+  from mmkit.core.cleanup import release_resident_models
+  from mmkit.core.keyed import keyed_handler
   from mmkit.experiment import model_handlers
-  from mmkit.keyed import keyed_handler
-  from mmkit.pipelines import KeyedInference, keyed_examples
+  from mmkit.inputs import keyed_examples
+  from mmkit.pipelines import KeyedInference
 
   examples = keyed_examples(["clean", "noisy", "clean", "rotated"] * 10)
-  with Tracer() as tracer:
+  with Tracer(sampler=MemorySampler()) as tracer:
     handlers = {k: tracer.wrap(mh, k) for k, mh in model_handlers(3).items()}
     p = beam.Pipeline(InteractiveRunner())
     preds = (
@@ -98,7 +102,7 @@ def test_interactive_runner_is_traced_without_metrics():
     )
     out = ib.collect(preds, n=len(examples), raw_records=True)
     release_resident_models()
-  report = tracer.report(result=None)
+  report = RunReport.of(tracer)
   assert len(out) == len(examples)
   assert report.beam_loads is None
   assert report.loads >= 3 and set(report.loads_by_key) == {"clean", "noisy", "rotated"}
@@ -113,8 +117,8 @@ def test_interactive_keyed_run_counts_outputs_without_metrics():
     KeyedRun(models=3, hint=1, elements=90, stream="cycle", batch_size=9, runner="interactive")
   )
   assert report.beam_loads is None
-  assert report.extra["elements_out"] == 90
-  assert report.loads == report.extra["simulated_loads"]
+  assert report.elements_out == 90
+  assert report.loads == report.simulated_loads
 
 
 def test_multiprocess_runs_attribute_loads_and_memory_to_each_worker():
@@ -161,20 +165,19 @@ def test_memory_sampler_samples_from_its_own_process_and_leaves_none_behind():
   assert [s["t"] for s in sampler.samples] == sorted(s["t"] for s in sampler.samples)
 
 
-def test_a_report_carries_the_run_it_measured_and_older_code_still_finds_its_settings():
+def test_a_report_carries_the_run_it_measured_and_its_figures_typed():
   import pickle
 
-  from mmkit.tracing import RunReport
-
   run = KeyedRun(hint=2, stream="cycle")
-  report = RunReport([], [], 0.0, 1.0, extra={"simulated_loads": 3, "pipeline_end": 0.5}, run=run)
-  assert report.run is run and "hint" not in report.extra
-  # Notebooks written before `report.run` read the settings from `extra`.
-  assert (report.extra["hint"], report.extra.get("stream")) == (2, "cycle")
-  assert report.extra.get("nope", "absent") == "absent"
+  report = RunReport([], [], 0.0, 1.0, run=run, simulated_loads=3, pipeline_end=0.5)
+  assert report.run is run and report.simulated_loads == 3 and report.error is None
+  assert not hasattr(report, "extra")  # one typed value: no dict of untyped figures
+  with pytest.raises(TypeError):
+    RunReport([], [], 0.0, 1.0, run=run, hint=2)  # a setting is the run's, not a figure
   summary = report.summary()
   assert summary["hint"] == 2 and summary["simulated_loads"] == 3 and "pipeline_end" not in summary
+  assert summary["elements_out"] == 0 and summary["error"] is None
   assert list(summary).index("hint") < list(summary).index("simulated_loads")  # settings first
   again = pickle.loads(pickle.dumps(report))  # as a sweep's fresh process sends it back
-  assert again.run == run and again.extra["hint"] == 2
+  assert again.run == run and again.run.hint == 2
   assert RunReport([], [], 0.0, 1.0).summary()["loads"] == 0  # a report without a run

@@ -1,4 +1,8 @@
-"""How many models fit a worker: a hint from memory sums (04, docs/runners.md)."""
+"""How many models fit a worker: a hint from memory sums (04, docs/runners.md).
+
+Copy this file alone into a project (standard library only); `python capacity.py` runs its
+example.
+"""
 
 from __future__ import annotations
 
@@ -67,3 +71,12 @@ def recommend_hint(
   else:
     lines.append(f"max_models_per_worker_hint = {hint}")
   return CapacityAdvice(max(hint, 0), per_worker, usable, total, "\n".join(lines))
+
+
+if __name__ == "__main__":
+  import json
+
+  # Eight 64 MB models, a 2 GB worker machine running one worker process.
+  advice = recommend_hint([64.0] * 8, machine_mb=2048)
+  print(advice)
+  print(json.dumps({"hint": advice.hint, "usable_mb": advice.usable_mb}))

@@ -1,5 +1,8 @@
 """Predict model swaps without running Beam: LRU replay, Belady's optimum, stack distances (04, 05).
 
+Copy this file alone into a project (standard library only); `python simulate.py` runs its
+example.
+
 `KeyedModelHandler` serves a batch by splitting it by model, in order of each model's
 first appearance in the batch; every model it needs is "loaded" (made most recently
 used, or loaded if absent). With `max_models_per_worker_hint=h` the least recently used
@@ -219,3 +222,20 @@ def working_set_sizes(accesses: Sequence[Hashable], window: int) -> list[int]:
   if window < 1:
     raise ValueError(f"window must be >= 1, got {window}.")
   return [len(set(accesses[i : i + window])) for i in range(max(1, len(accesses) - window + 1))]
+
+
+if __name__ == "__main__":
+  import json
+
+  # Four models' keys round robin, batches of 2, room for two models: LRU's worst case.
+  stream = ["a", "b", "c", "d"] * 8
+  accesses = model_accesses(stream, batch_size=2)
+  print(
+    json.dumps(
+      {
+        "lru_loads": simulate_lru(accesses, capacity=2).loads,
+        "optimal_loads": optimal_loads(accesses, capacity=2),
+        "grouped_loads": simulate_lru(model_accesses(stream, 2, group="gbk"), capacity=2).loads,
+      }
+    )
+  )

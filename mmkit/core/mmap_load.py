@@ -274,3 +274,31 @@ def _cuda_usable() -> bool:
     return True
   except Exception:  # noqa: BLE001 (any failure means: not usable)
     return False
+
+
+def _example() -> dict:
+  """A model saved, loaded by Beam's handler and by this one: the same outputs, and the weights
+  of this one are the file's pages (Linux)."""
+  folder = tempfile.mkdtemp(prefix="mmap-example-")
+  path = os.path.join(folder, "model.pt")
+  torch.manual_seed(0)
+  torch.save(torch.nn.Linear(256, 8).state_dict(), path)
+  params = {"in_features": 256, "out_features": 8}
+  copied = PytorchModelHandlerTensor(path, torch.nn.Linear, params, device="CPU")
+  mapped = MmapPytorchModelHandlerTensor(path, torch.nn.Linear, params, device="CPU")
+  batch = [torch.ones(256), torch.zeros(256)]
+  outputs = [
+    [r.inference.tolist() for r in handler.run_inference(batch, handler.load_model())]
+    for handler in (copied, mapped)
+  ]
+  return {
+    "same_outputs": outputs[0] == outputs[1],
+    "mapped_from": sorted(set(mapped_files(mapped.load_model()).values())),
+    "file": path,
+  }
+
+
+if __name__ == "__main__":
+  import json
+
+  print(json.dumps(_example()))

@@ -1,0 +1,80 @@
+"""Beam's private names are read in one module, which fails loudly when Beam changes them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmkit.core import beam_private
+
+# The private names the kit reads (issue 24's list): only beam_private.py may spell them.
+PRIVATE_NAMES = (
+  "_ModelHandlerManager",
+  "_tag_map",
+  "_proxy_map",
+  "_max_models",
+  "_mh_map",
+  "_process_level_singleton_manager",
+  "initialied",
+  "_underlying_result",
+  "_state_dict_path",
+  "_model_uri",
+  "_env_vars",
+  "_enter_text",
+  "_tracked_user_pipelines",
+  "_max_models_per_worker_hint",
+  "_single_model",
+  "_id_to_mh_map",
+)
+
+
+def test_beams_private_names_appear_only_in_the_private_access_module():
+  package = Path(beam_private.__file__).parent.parent
+  found = [
+    f"{path.relative_to(package)}: {name}"
+    for path in package.rglob("*.py")
+    if path.name != "beam_private.py"
+    for name in PRIVATE_NAMES
+    if re.search(rf"\b{name}\b", path.read_text())
+  ]
+  assert not found, found
+
+
+def test_every_accessor_reads_a_name_this_beam_has():
+  manager = beam_private.KeyedModelManager({})
+  assert beam_private.manager_lru(manager) == {} and beam_private.manager_servers(manager) == {}
+  assert beam_private.manager_handlers(manager) == {} and beam_private.manager_cap(manager) is None
+  assert isinstance(beam_private.shared_entries(), dict)
+
+
+def test_a_missing_private_name_raises_naming_it_and_the_beam_version():
+  class Manager:  # stands in for a Beam whose manager renamed its LRU
+    pass
+
+  with pytest.raises(beam_private.BeamInternalsChanged) as raised:
+    beam_private.manager_lru(Manager())
+  message = str(raised.value)
+  assert "Manager._tag_map" in message and beam_private.BEAM_VERSION in message
+  assert "test_beam_findings.py" in message
+  assert isinstance(raised.value, AttributeError)
+
+
+def test_an_untested_beam_version_warns_once_naming_what_to_recheck():
+  script = (
+    "import warnings, apache_beam\n"
+    "apache_beam.__version__ = '2.99.0'\n"
+    "with warnings.catch_warnings(record=True) as seen:\n"
+    "  warnings.simplefilter('always')\n"
+    "  import mmkit.core.beam_private\n"
+    "  import mmkit.core.keyed\n"
+    "print(len(seen)); print(seen[0].message)\n"
+  )
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  count, message = done.stdout.strip().splitlines()[-2:]
+  assert count == "1"
+  assert "2.99.0" in message and "tests/test_beam_findings.py" in message
