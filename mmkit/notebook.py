@@ -30,6 +30,9 @@ def setup() -> None:
   """Call once at the top of a notebook, before importing Beam."""
   quiet_logging()
   progress_that_clears_itself()
+  from mmkit.core.beam_private import quiet_dot_lookup
+
+  quiet_dot_lookup()  # Beam's `which dot` would print /usr/bin/dot into collect cells
   import matplotlib.pyplot as plt
 
   plt.rcParams.update(

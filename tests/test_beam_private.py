@@ -78,3 +78,18 @@ def test_an_untested_beam_version_warns_once_naming_what_to_recheck():
   count, message = done.stdout.strip().splitlines()[-2:]
   assert count == "1"
   assert "2.99.0" in message and "tests/test_beam_findings.py" in message
+
+
+def test_interactive_beams_dot_lookup_prints_nothing_and_decides_the_same(capfd, monkeypatch):
+  import shutil
+
+  from apache_beam.runners.interactive.display import pipeline_graph_renderer as renderers
+
+  monkeypatch.setattr(renderers, "get_renderer", renderers.get_renderer)  # undone after
+  beam_private.quiet_dot_lookup()
+  beam_private.quiet_dot_lookup()  # idempotent: wraps once
+  assert renderers.get_renderer.mmkit_quiet
+  renderer = renderers.get_renderer()
+  expected = "graph" if shutil.which("dot") else "text"
+  assert type(renderer).option() == expected
+  assert capfd.readouterr().out == ""  # Beam's own lookup ran `which dot`, which prints

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -106,37 +107,62 @@ def test_notebook_headers_are_current():
     assert after + "\n" == text, f"{path.name}: run python tools/notebook_header.py"
 
 
-class _Shell:
-  """Records the shell commands and magics a cell runs instead of running them."""
+class _Colab:
+  """Stands in for Colab's subprocesses: records each command, clones by making the folder, and
+  fails or changes an installed version when told to."""
 
-  def __init__(self, clone_into: Path):
-    self.calls: list[str] = []
-    self.clone_into = clone_into
+  def __init__(self, clone_into: Path, pip_fails: bool = False, pip_changes: str | None = None):
+    self.calls: list[list[str]] = []
+    self.clone_into, self.pip_fails, self.pip_changes = clone_into, pip_fails, pip_changes
 
-  def system(self, cmd: str) -> None:
-    self.calls.append(cmd)
-    if cmd.startswith("git clone"):
-      if self.clone_into.exists():  # what made the old `!git clone` fail on a second run
-        raise RuntimeError("destination path already exists")
+  def run(self, command, **_):
+    self.calls.append(command)
+    if command[0] == "git":
+      if self.clone_into.exists():  # what made an old `!git clone` fail on a second run
+        return subprocess.CompletedProcess(command, 128, "", "destination path already exists")
       self.clone_into.mkdir()
+    if "pip" in command and self.pip_fails:
+      return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution")
+    return subprocess.CompletedProcess(command, 0, "", "")
 
-  def run_line_magic(self, name: str, line: str) -> None:
-    self.calls.append(f"%{name} {line}")
+  def distributions(self):
+    """This environment's distributions, with `pip_changes` at another version once pip ran."""
+    pip_ran = any("pip" in c for c in self.calls)
+    return [
+      _AtVersion(d, "0.0.1") if pip_ran and d.metadata["Name"] == self.pip_changes else d
+      for d in _REAL_DISTRIBUTIONS()
+    ]
 
 
-def _run_install_cell(shell: _Shell, monkeypatch) -> list[str]:
-  code = TransformerManager().transform_cell(notebook_header.install_cell())
-  code = code.replace("/content/mmkit", str(shell.clone_into))
-  before = len(shell.calls)
-  exec(code, {"get_ipython": lambda: shell})
-  return shell.calls[before:]
+_REAL_DISTRIBUTIONS = importlib.metadata.distributions
 
 
-def test_install_cell_in_colab_installs_once(tmp_path, monkeypatch):
+class _AtVersion:
+  """A distribution as it would read after pip installed another version of it."""
+
+  def __init__(self, dist, version: str):
+    self._dist, self.version = dist, version
+
+  def __getattr__(self, name):
+    return getattr(self._dist, name)
+
+
+def _run_install_cell(colab: _Colab, monkeypatch) -> list[list[str]]:
+  code = notebook_header.install_cell().replace("/content/mmkit", str(colab.clone_into))
+  monkeypatch.setattr(subprocess, "run", colab.run)
+  monkeypatch.setattr(importlib.metadata, "distributions", colab.distributions)
+  before = len(colab.calls)
+  exec(compile(code, "install_cell", "exec"), {})
+  return colab.calls[before:]
+
+
+@pytest.fixture
+def fresh_colab(tmp_path, monkeypatch):
+  """A fresh Colab kernel: google.colab imported, mmkit importable only from the checkout."""
   checkout = tmp_path / "mmkit"
   real_find_spec = importlib.util.find_spec
 
-  def find_spec(name, *args):  # as in a fresh Colab: importable only from the checkout
+  def find_spec(name, *args):
     if name == "mmkit":
       return real_find_spec(name) if str(checkout) in sys.path else None
     return real_find_spec(name, *args)
@@ -144,16 +170,58 @@ def test_install_cell_in_colab_installs_once(tmp_path, monkeypatch):
   monkeypatch.setattr(importlib.util, "find_spec", find_spec)
   monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
   monkeypatch.setattr(sys, "path", list(sys.path))
-  shell = _Shell(checkout)
-  first = _run_install_cell(shell, monkeypatch)
-  assert [c.split()[:2] for c in first] == [["git", "clone"], ["%pip", "install"]]
-  assert _run_install_cell(shell, monkeypatch) == [], "a second run must do nothing"
+  return checkout
+
+
+def test_install_cell_is_plain_python_a_notebook_runs_as_written():
+  code = notebook_header.install_cell()
+  assert TransformerManager().transform_cell(code) == code + "\n"  # no ! or % to translate
+
+
+def test_install_cell_in_colab_installs_once(fresh_colab, monkeypatch):
+  colab = _Colab(fresh_colab)
+  first = _run_install_cell(colab, monkeypatch)
+  assert [c[:2] if c[0] == "git" else c[1:4] for c in first] == [
+    ["git", "clone"],
+    ["-m", "pip", "install"],
+  ]
+  assert str(fresh_colab) in sys.path
+  assert _run_install_cell(colab, monkeypatch) == [], "a second run must do nothing"
   # A restarted kernel that lost sys.path but kept the checkout: no second clone.
-  monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(checkout)])
-  assert [c.split()[0] for c in _run_install_cell(shell, monkeypatch)] == ["%pip"]
+  monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(fresh_colab)])
+  assert [c[1:3] for c in _run_install_cell(colab, monkeypatch)] == [["-m", "pip"]]
+
+
+def test_install_cell_adds_nothing_to_the_path_when_pip_fails(fresh_colab, monkeypatch):
+  colab = _Colab(fresh_colab, pip_fails=True)
+  with pytest.raises(RuntimeError, match="pip failed, mmkit is not installed: ERROR: No match"):
+    _run_install_cell(colab, monkeypatch)
+  assert str(fresh_colab) not in sys.path
+
+
+def test_install_cell_asks_for_a_restart_when_pip_changed_an_imported_package(
+  fresh_colab, monkeypatch
+):
+  colab = _Colab(fresh_colab, pip_changes="pytest")  # imported by this kernel
+  with pytest.raises(RuntimeError, match=r"pip changed \['pytest'\].*restart the runtime"):
+    _run_install_cell(colab, monkeypatch)
+  assert str(fresh_colab) not in sys.path
 
 
 def test_install_cell_outside_colab_does_nothing(tmp_path, monkeypatch):
   monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-  shell = _Shell(tmp_path / "mmkit")
-  assert _run_install_cell(shell, monkeypatch) == []
+  assert _run_install_cell(_Colab(tmp_path / "mmkit"), monkeypatch) == []
+
+
+def test_one_setting_points_every_badge_and_clone_at_a_fork(tmp_path):
+  nb = nbformat.reads((ROOT / "notebooks" / "01_ab_branch.ipynb").read_text(), as_version=4)
+  forked = notebook_header.update(nb, "01_ab_branch.ipynb", "someone/fork")
+  text = nbformat.writes(forked)
+  assert "colab.research.google.com/github/someone/fork/blob/main/notebooks/01_ab" in text
+  assert "https://github.com/someone/fork.git" in text and "mmkit-dev" not in text
+  refused = subprocess.run(
+    [sys.executable, str(ROOT / "tools" / "notebook_header.py"), "--check", "--repo", "x y"],
+    capture_output=True,
+    text=True,
+  )
+  assert refused.returncode == 2 and "OWNER/NAME" in refused.stderr

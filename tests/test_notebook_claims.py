@@ -28,8 +28,6 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
-# The notebooks that follow the convention (issue 27); the others join as they are converted.
-CONVERTED = [p for p in NOTEBOOKS if p.name in ("04_memory.ipynb", "explorer_app.ipynb")]
 
 _NOT_PROSE = [
   r"<!--.*?-->",  # HTML comments (the opt-out included)
@@ -115,7 +113,7 @@ def test_only_a_claim_in_the_very_next_cell_or_an_opt_out_clears_a_cell(tmp_path
   assert violations(notebook) == [f'notebooks/X.ipynb cell {n}: "{said}"' for n in (2, 6)]
 
 
-@pytest.mark.parametrize("path", CONVERTED, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_prose_that_states_a_measurement_is_followed_by_a_claim(path):
   found = violations(path)
   assert not found, (

@@ -56,6 +56,7 @@ __all__ = [
   "remove_stale_rendezvous_files",
   "derived_pipelines",
   "progress_text",
+  "quiet_dot_lookup",
   "tcp_nodelay",
   "nodelay_while_alive",
   "has_nodelay",
@@ -376,6 +377,27 @@ def derived_pipelines(env: Any, pipeline: Any) -> list:
 def progress_text(indicator: Any) -> str:
   """The text Interactive Beam's "Processing..." indicator shows while it runs."""
   return _private(indicator, "_enter_text")
+
+
+def quiet_dot_lookup() -> None:
+  """Interactive Beam decides between drawing and text by running `which dot`, whose answer
+  (`/usr/bin/dot`) lands in the output of every `ib.collect` cell where Graphviz is installed.
+  The same decision, made with `shutil.which`, prints nothing. Idempotent."""
+  import shutil
+
+  from apache_beam.runners.interactive.display import pipeline_graph_renderer as renderers
+
+  beams = _private(renderers, "get_renderer")
+  if getattr(beams, "mmkit_quiet", False):
+    return
+
+  def get_renderer(option=None):
+    if option is None:
+      option = "graph" if shutil.which("dot.exe" if os.name == "nt" else "dot") else "text"
+    return beams(option)
+
+  get_renderer.mmkit_quiet = True
+  renderers.get_renderer = get_renderer
 
 
 # -- The sockets of Beam's shared objects: Nagle's algorithm off ------------------------------
