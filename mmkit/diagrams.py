@@ -27,6 +27,8 @@ _ID = r'("(?:[^"\\]|\\.)*"|\w+)'  # a DOT node id: "A: denoise" (a transform) or
 _UNNAMED = re.compile(rf'^{_ID} \[label="", shape=circle\];\n', re.M)
 _THROWAWAY = re.compile(r"^(_\w*) \[shape=circle\];$", re.M)
 _EDGE = re.compile(rf"^{_ID} -> {_ID};\n", re.M)
+# In a notebook, Interactive Beam prefixes each transform's label with its cell ("[4]: Ids").
+_CELL_PREFIX = re.compile(r'^("\[\d+\]: ((?:[^"\\]|\\.)*)")(;| \[)', re.M)
 _BLUE, _PALE = "#1f4e9c", "#eef2f9"
 _NODE = {"shape": "box", "style": "rounded", "color": _BLUE, "fontcolor": _BLUE, "fillcolor": _PALE}
 _LAYOUT = 'graph [rankdir=LR, ranksep=0.25, nodesep=0.15, size="8.3,30", fontname=Helvetica];\n'
@@ -39,7 +41,8 @@ def pipeline_dot(pipeline: beam.Pipeline, title: str | None = None) -> str:
   Beam draws each PCollection no variable holds as an empty circle between two transforms: an
   arrow from the one to the other says the same in less width. One no transform reads (an output
   nobody named, such as RunInference's failed elements) stays, as a dot. Transform names stay
-  as the code wrote them; only top-level transforms show (a composite is one box).
+  as the code wrote them, without the cell number Interactive Beam puts before them ("[4]: ");
+  only top-level transforms show (a composite is one box).
   """
   from apache_beam.runners.interactive.display.pipeline_graph import PipelineGraph
 
@@ -47,6 +50,9 @@ def pipeline_dot(pipeline: beam.Pipeline, title: str | None = None) -> str:
   # render_option="text": otherwise Beam runs `which dot`, which prints its answer.
   dot = PipelineGraph(pipeline, {**_NODE, **font}, render_option="text").get_dot()
   dot = _THROWAWAY.sub(r'\1 [label="", shape=circle];', dot)
+  dot = _CELL_PREFIX.sub(
+    lambda m: f'{m[1]} [label="{m[2]}"' + ("];" if m[3] == ";" else ", "), dot
+  )
   edges = _EDGE.findall(dot)
   unnamed = set(_UNNAMED.findall(dot))
   into = [dst for _, dst in edges if dst in unnamed]

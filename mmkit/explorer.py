@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from mmkit import data
 from mmkit.core.simulate import (
@@ -129,6 +130,8 @@ def explorer_figure(report: RunReport, predicted: dict[str, dict[int, int]], fig
   draw_models_memory(mem_ax, steps, size)
   top = max([mb for _, mb in memory] + [n * (size or 0) for _, n in steps] + [1.0]) * 1.12
   mem_ax.set_ylim(-0.22 * top, top)  # below zero: a lane of its own for the load/free ticks
+  # Ticks from zero up only: memory is never below the start here, the lane is not memory.
+  mem_ax.set_yticks([t for t in MaxNLocator(5).tick_values(0, top) if 0 <= t <= top])
   lane = mem_ax.get_xaxis_transform()  # x in seconds, y in axes fraction
   for kind, color, y in (("load", LOAD_COLOR, 0.11), ("release", RELEASE_COLOR, 0.04)):
     ts = [e["t"] - report.start for e in report.events if e["event"] == kind]

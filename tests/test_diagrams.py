@@ -122,3 +122,12 @@ def test_without_dot_the_error_names_graphviz(monkeypatch, tmp_path):
   p, *_ = _fork()
   with pytest.raises(RuntimeError, match="graphviz"):
     pipeline_picture(p)
+
+
+def test_interactive_beams_cell_number_is_dropped_from_the_labels_drawn():
+  p = beam.Pipeline()
+  _ = p | "[4]: Ids" >> beam.Create([1]) | '[12]: Say "hi"' >> beam.Map(str)
+  dot = pipeline_dot(p)
+  assert '"[4]: Ids" [label="Ids"];' in dot  # the node keeps Beam's name: edges still match
+  assert '"[12]: Say \\"hi\\"" [label="Say \\"hi\\""];' in dot
+  assert '"[4]: Ids" -> "[12]: Say \\"hi\\"";' in dot

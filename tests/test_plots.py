@@ -132,3 +132,14 @@ def test_memory_timeline_figure_still_draws_into_the_callers_axes():
   labels = models_ax.get_legend_handles_labels()[1]
   assert "hint (2)" in labels and "loads (40)" in labels
   assert "models in memory x 40 MB" in ax.get_legend_handles_labels()[1]
+
+
+def test_the_explorers_memory_axis_labels_no_memory_below_the_start():
+  from mmkit.explorer import explorer_figure
+
+  report = _thrashing_report()
+  fig = explorer_figure(report, {"lru": {1: 40, 2: 30}, "optimal": {1: 40, 2: 20}})
+  memory = fig.axes[0]
+  assert memory.get_ylim()[0] < 0  # the lane of load and free ticks, below zero
+  ticks = list(memory.get_yticks())
+  assert ticks and min(ticks) == 0 and max(ticks) <= memory.get_ylim()[1]
