@@ -97,7 +97,7 @@ def display_with_picture(widget, fig, dpi: int = 80) -> None:
   """Shows `widget`, with `fig` as the picture wherever widgets cannot render (GitHub, nbconvert).
 
   One output carries both: Jupyter renders the widget, a renderer without widget state falls
-  back to the PNG instead of the `VBox(children=...)` text (04).
+  back to the PNG, and a text-only one reads one line, not the `VBox(children=...)` repr (04).
   """
   import base64
   import io
@@ -110,6 +110,8 @@ def display_with_picture(widget, fig, dpi: int = 80) -> None:
   fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
   plt.close(fig)
   bundle["image/png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+  # The plain text a text-only reader sees: what the picture is, not the widget's repr.
+  bundle["text/plain"] = "A picture of the widget; run the notebook to use it."
   display(bundle, raw=True)
 
 
