@@ -50,9 +50,7 @@ def pipeline_dot(pipeline: beam.Pipeline, title: str | None = None) -> str:
   # render_option="text": otherwise Beam runs `which dot`, which prints its answer.
   dot = PipelineGraph(pipeline, {**_NODE, **font}, render_option="text").get_dot()
   dot = _THROWAWAY.sub(r'\1 [label="", shape=circle];', dot)
-  dot = _CELL_PREFIX.sub(
-    lambda m: f'{m[1]} [label="{m[2]}"' + ("];" if m[3] == ";" else ", "), dot
-  )
+  dot = _CELL_PREFIX.sub(lambda m: f'{m[1]} [label="{m[2]}"' + ("];" if m[3] == ";" else ", "), dot)
   edges = _EDGE.findall(dot)
   unnamed = set(_UNNAMED.findall(dot))
   into = [dst for _, dst in edges if dst in unnamed]

@@ -30,6 +30,7 @@ __all__ = [
   "agreement",
   "arm_table",
   "true_label",
+  "digit_index",
 ]
 
 
@@ -114,6 +115,12 @@ def arm_table(arms: dict, labels: Sequence[int], ms_per_element: Optional[dict] 
 
 
 @lru_cache(maxsize=None)
+def _index_by_pixels(source: str) -> dict:
+  x, _ = data.cohort(source, "test")
+  return {row.tobytes(): index for index, row in enumerate(x)}
+
+
+@lru_cache(maxsize=None)
 def _label_by_pixels(source: str) -> dict:
   x, y = data.cohort(source, "test")
   return {row.tobytes(): int(label) for row, label in zip(x, y)}
@@ -126,3 +133,8 @@ def true_label(source: str, result: PredictionResult) -> int:
   back to inputs even when the key is needed for routing (keyed models).
   """
   return _label_by_pixels(source)[result.example.numpy().astype(np.float32).tobytes()]
+
+
+def digit_index(source: str, result: PredictionResult) -> int:
+  """The index in its cohort of the digit a prediction was made for: pairs two scores (03)."""
+  return _index_by_pixels(source)[result.example.numpy().astype(np.float32).tobytes()]
