@@ -170,6 +170,7 @@ def fresh_colab(tmp_path, monkeypatch):
   monkeypatch.setattr(importlib.util, "find_spec", find_spec)
   monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
   monkeypatch.setattr(sys, "path", list(sys.path))
+  monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")  # Colab has Graphviz
   return checkout
 
 
@@ -190,6 +191,12 @@ def test_install_cell_in_colab_installs_once(fresh_colab, monkeypatch):
   # A restarted kernel that lost sys.path but kept the checkout: no second clone.
   monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(fresh_colab)])
   assert [c[1:3] for c in _run_install_cell(colab, monkeypatch)] == [["-m", "pip"]]
+
+
+def test_install_cell_installs_graphviz_only_where_dot_is_missing(fresh_colab, monkeypatch):
+  monkeypatch.setattr(shutil, "which", lambda name: None if name == "dot" else f"/bin/{name}")
+  calls = _run_install_cell(_Colab(fresh_colab), monkeypatch)
+  assert calls[-1] == ["apt-get", "install", "-y", "-qq", "graphviz"]
 
 
 def test_install_cell_adds_nothing_to_the_path_when_pip_fails(fresh_colab, monkeypatch):
