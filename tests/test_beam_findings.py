@@ -5,6 +5,7 @@ the test fails: re-measure, then update the finding's section (and this test) to
 Runs that need a process of their own go through tests/beam_findings_helpers.py.
 """
 
+import collections
 import gc
 import json
 import os
@@ -643,3 +644,25 @@ def test_interactive_collect_of_a_test_stream_returns_nothing():
     interactive_environment.current_env().evict_pipeline_result(p)
   # Three windows of 4 elements each went in; nothing comes out, and no error says why.
   assert len(collected) == 0
+
+
+def test_interactive_collect_inspects_every_dofn_again_at_each_translation(monkeypatch):
+  """Finding 20: one `ib.collect` asks Beam's `get_dofn_specs` about the same DoFn many times."""
+  import apache_beam.runners.interactive.interactive_beam as ib
+  from apache_beam.runners.interactive import interactive_environment
+  from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
+  from apache_beam.transforms import userstate
+
+  beams = getattr(userstate.get_dofn_specs, "plain", userstate.get_dofn_specs)  # as shipped
+  asked = []
+  monkeypatch.setattr(userstate, "get_dofn_specs", lambda dofn: asked.append(dofn) or beams(dofn))
+  p = beam.Pipeline(InteractiveRunner())
+  interactive_environment.current_env().add_user_pipeline(p)
+  out = p | beam.Create(range(4)) | "Square" >> beam.Map(lambda x: x * x)
+  try:
+    assert sorted(ib.collect(out, raw_records=True)) == [0, 1, 4, 9]
+  finally:
+    interactive_environment.current_env().evict_pipeline_result(p)
+  # `asked` keeps every DoFn alive, so ids are not reused: the same object asked about again
+  # and again (30 times here), each time inspecting every method's signature anew.
+  assert max(collections.Counter(map(id, asked)).values()) >= 8

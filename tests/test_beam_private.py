@@ -93,3 +93,53 @@ def test_interactive_beams_dot_lookup_prints_nothing_and_decides_the_same(capfd,
   expected = "graph" if shutil.which("dot") else "text"
   assert type(renderer).option() == expected
   assert capfd.readouterr().out == ""  # Beam's own lookup ran `which dot`, which prints
+
+
+def test_dofn_specs_are_inspected_once_per_dofn_and_answer_as_beams_do(monkeypatch):
+  import apache_beam as beam
+  from apache_beam.coders import VarIntCoder
+  from apache_beam.transforms import userstate
+  from apache_beam.transforms.timeutil import TimeDomain
+
+  class Stateful(beam.DoFn):
+    COUNT = userstate.ReadModifyWriteStateSpec("count", VarIntCoder())
+    TICK = userstate.TimerSpec("tick", TimeDomain.WATERMARK)
+
+    def process(self, kv, count=beam.DoFn.StateParam(COUNT), tick=beam.DoFn.TimerParam(TICK)):
+      yield kv
+
+    @userstate.on_timer(TICK)
+    def on_tick(self):
+      pass
+
+  plain = userstate.get_dofn_specs
+  monkeypatch.setattr(userstate, "get_dofn_specs", plain)  # undone after
+  asked = []
+  monkeypatch.setattr(
+    beam_private, "_private", lambda owner, name: lambda d: asked.append(d) or plain(d)
+  )
+  beam_private.remember_dofn_specs()
+  beam_private.remember_dofn_specs()  # idempotent: wraps once
+  dofn = Stateful()
+  first = userstate.get_dofn_specs(dofn)
+  assert first == plain(dofn) and first[0] and first[1]  # one state spec, one timer spec
+  first[0].clear()  # a caller's copy: changing it changes nothing kept
+  assert userstate.get_dofn_specs(dofn) == plain(dofn)
+  assert asked == [dofn], "inspected once for two questions"
+  other = Stateful()
+  userstate.get_dofn_specs(other)
+  assert asked == [dofn, other], "another object is inspected anew"
+
+
+def test_a_pipeline_collects_the_same_with_dofn_specs_remembered(monkeypatch):
+  import apache_beam as beam
+  import apache_beam.runners.interactive.interactive_beam as ib
+  from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
+  from apache_beam.transforms import userstate
+
+  monkeypatch.setattr(userstate, "get_dofn_specs", userstate.get_dofn_specs)  # undone after
+  beam_private.remember_dofn_specs()
+  assert userstate.get_dofn_specs.mmkit_remembered
+  p = beam.Pipeline(InteractiveRunner())
+  out = p | beam.Create(range(8)) | beam.Map(lambda x: x * x)
+  assert sorted(ib.collect(out, raw_records=True)) == [x * x for x in range(8)]

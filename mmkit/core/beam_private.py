@@ -57,6 +57,7 @@ __all__ = [
   "derived_pipelines",
   "progress_text",
   "quiet_dot_lookup",
+  "remember_dofn_specs",
   "tcp_nodelay",
   "nodelay_while_alive",
   "has_nodelay",
@@ -398,6 +399,36 @@ def quiet_dot_lookup() -> None:
 
   get_renderer.mmkit_quiet = True
   renderers.get_renderer = get_renderer
+
+
+def remember_dofn_specs() -> None:
+  """Beam's `userstate.get_dofn_specs` inspects the signature of every method of a DoFn each
+  time it is asked, and an `ib.collect` asks for every DoFn each of the 16 times it turns the
+  pipeline into its proto: 60% of a small collect (docs/beam_findings.md, finding 20). A
+  DoFn's methods do not change once it is built, so the answer is kept per DoFn object, for as
+  long as the object lives; each caller gets its own copy of the sets. An object that cannot be
+  weakly referenced is inspected every time, as before. Idempotent."""
+  from apache_beam.transforms import userstate
+
+  beams = _private(userstate, "get_dofn_specs")
+  if getattr(beams, "mmkit_remembered", False):
+    return
+  known: dict[int, tuple] = {}
+
+  def get_dofn_specs(dofn):
+    specs = known.get(id(dofn))
+    if specs is None:
+      specs = beams(dofn)
+      try:
+        weakref.finalize(dofn, known.pop, id(dofn), None)
+      except TypeError:  # no weak reference to it: nothing tells when its id is free again
+        return specs
+      known[id(dofn)] = specs
+    return set(specs[0]), set(specs[1])
+
+  get_dofn_specs.mmkit_remembered = True
+  get_dofn_specs.plain = beams
+  userstate.get_dofn_specs = get_dofn_specs
 
 
 # -- The sockets of Beam's shared objects: Nagle's algorithm off ------------------------------
