@@ -34,7 +34,7 @@ def setup() -> None:
   from mmkit.core.beam_private import quiet_dot_lookup, remember_dofn_specs
 
   quiet_dot_lookup()  # Beam's `which dot` would print /usr/bin/dot into collect cells
-  remember_dofn_specs()  # each ib.collect re-inspected every DoFn 16 times (finding 20)
+  remember_dofn_specs()  # each ib.collect re-inspected every DoFn ~30 times (finding 20)
   import matplotlib.pyplot as plt
 
   plt.rcParams.update(

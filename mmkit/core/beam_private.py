@@ -404,7 +404,7 @@ def quiet_dot_lookup() -> None:
 def remember_dofn_specs() -> None:
   """Beam's `userstate.get_dofn_specs` inspects the signature of every method of a DoFn each
   time it is asked, and an `ib.collect` asks for every DoFn each of the 16 times it turns the
-  pipeline into its proto: 60% of a small collect (docs/beam_findings.md, finding 20). A
+  pipeline into its proto: 58% of a small collect (docs/beam_findings.md, finding 20). A
   DoFn's methods do not change once it is built, so the answer is kept per DoFn object, for as
   long as the object lives; each caller gets its own copy of the sets. An object that cannot be
   weakly referenced is inspected every time, as before. Idempotent."""
