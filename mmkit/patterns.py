@@ -115,15 +115,14 @@ def arm_table(arms: dict, labels: Sequence[int], ms_per_element: Optional[dict] 
 
 
 @lru_cache(maxsize=None)
-def _index_by_pixels(source: str) -> dict:
-  x, _ = data.cohort(source, "test")
-  return {row.tobytes(): index for index, row in enumerate(x)}
-
-
-@lru_cache(maxsize=None)
-def _label_by_pixels(source: str) -> dict:
+def _digits_by_pixels(source: str) -> dict:
+  """{pixels as bytes: (index in the cohort, label)} of a cohort's test digits."""
   x, y = data.cohort(source, "test")
-  return {row.tobytes(): int(label) for row, label in zip(x, y)}
+  return {row.tobytes(): (index, int(label)) for index, (row, label) in enumerate(zip(x, y))}
+
+
+def _digit_of(source: str, result: PredictionResult) -> tuple[int, int]:
+  return _digits_by_pixels(source)[result.example.numpy().astype(np.float32).tobytes()]
 
 
 def true_label(source: str, result: PredictionResult) -> int:
@@ -132,9 +131,9 @@ def true_label(source: str, result: PredictionResult) -> int:
   `PredictionResult.example` is the model's input: Beam keeps it so outputs can be joined
   back to inputs even when the key is needed for routing (keyed models).
   """
-  return _label_by_pixels(source)[result.example.numpy().astype(np.float32).tobytes()]
+  return _digit_of(source, result)[1]
 
 
 def digit_index(source: str, result: PredictionResult) -> int:
   """The index in its cohort of the digit a prediction was made for: pairs two scores (03)."""
-  return _index_by_pixels(source)[result.example.numpy().astype(np.float32).tobytes()]
+  return _digit_of(source, result)[0]
