@@ -217,6 +217,9 @@ def _young_objects_only():
   load 2.6). What the run leaves behind is all young, so freezing what was there before frees
   the same models; unfreezing hands the old objects back to the collector unchanged.
   """
+  if gc.get_freeze_count():  # frozen already (`mmkit.notebook.setup`): unfreezing would undo it
+    yield
+    return
   gc.freeze()
   try:
     yield

@@ -9,6 +9,7 @@ import warnings
 
 __all__ = [
   "setup",
+  "freeze_imported_objects",
   "quiet_logging",
   "quiet_worker_processes",
   "progress_that_clears_itself",
@@ -28,7 +29,8 @@ def quiet_logging() -> None:
 
 def setup() -> None:
   """Call once at the top of a notebook, before importing Beam: quiet warnings, plot defaults,
-  and two of Beam's interactive costs removed (a `which dot` print, DoFns re-inspected)."""
+  two of Beam's interactive costs removed (a `which dot` print, DoFns re-inspected), and the
+  imported objects frozen out of the garbage collector's full walks."""
   quiet_logging()
   progress_that_clears_itself()
   from mmkit.core.beam_private import quiet_dot_lookup, remember_dofn_specs
@@ -47,6 +49,21 @@ def setup() -> None:
       "axes.spines.right": False,
     }
   )
+  freeze_imported_objects()
+
+
+def freeze_imported_objects() -> None:
+  """Moves every object alive now (Beam, torch, pandas, matplotlib) out of the collector's reach.
+
+  After the imports a kernel tracks about 400,000 objects, and every full collection walks
+  them all: 0.24-0.29 s each here, paid by each run's cleanup (`return_freed_memory`) and by
+  Python's own full collections. Imported modules live as long as the kernel, so freezing them
+  loses nothing; what a run makes later is still collected (`gc.freeze`).
+  """
+  import gc
+
+  gc.collect()  # garbage from the imports goes now, not never
+  gc.freeze()
 
 
 @contextlib.contextmanager
