@@ -46,16 +46,19 @@ def pipeline_dot(pipeline: beam.Pipeline, title: str | None = None) -> str:
   """
   from apache_beam.runners.interactive.display.pipeline_graph import PipelineGraph
 
+  from mmkit.core.beam_private import distinct_pcollection_names
+
   font = {"fontname": "Helvetica", "fontsize": "12"}
-  # render_option="text": otherwise Beam runs `which dot`, which prints its answer.
-  dot = PipelineGraph(pipeline, {**_NODE, **font}, render_option="text").get_dot()
+  with distinct_pcollection_names():  # Beam's hashed names collide now and then
+    # render_option="text": otherwise Beam runs `which dot`, which prints its answer.
+    dot = PipelineGraph(pipeline, {**_NODE, **font}, render_option="text").get_dot()
   dot = _THROWAWAY.sub(r'\1 [label="", shape=circle];', dot)
   dot = _CELL_PREFIX.sub(lambda m: f'{m[1]} [label="{m[2]}"' + ("];" if m[3] == ";" else ", "), dot)
   edges = _EDGE.findall(dot)
   unnamed = set(_UNNAMED.findall(dot))
   into = [dst for _, dst in edges if dst in unnamed]
-  if len(into) > len(set(into)):  # Beam names them pcoll<hash % 10000>: two may share a name
-    raise RuntimeError("Two PCollections share one name in Beam's graph; restart the kernel.")
+  if len(into) > len(set(into)):  # what distinct_pcollection_names prevents
+    raise RuntimeError("Two PCollections share one name in Beam's graph.")
   passed = unnamed & {src for src, _ in edges}
   producer = {dst: src for src, dst in edges if dst in passed}
   arrows = dict.fromkeys((producer.get(src, src), dst) for src, dst in edges if dst not in passed)

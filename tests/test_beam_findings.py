@@ -9,6 +9,7 @@ import collections
 import gc
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -522,6 +523,7 @@ def test_a_keyed_handler_with_several_models_drops_its_handlers_batch_sizes(tmp_
 #     so a script never exits); p.run() on the same runner, then ib.collect, gives every batch.
 GROUP_INTO_BATCHES_UNDER_COLLECT = """
 import os
+import re
 import apache_beam as beam
 import apache_beam.runners.interactive.interactive_beam as ib
 from apache_beam.runners.interactive import interactive_environment
@@ -666,3 +668,20 @@ def test_interactive_collect_inspects_every_dofn_again_at_each_translation(monke
   # `asked` keeps every DoFn alive, so ids are not reused: the same object asked about again
   # and again (30 times here), each time inspecting every method's signature anew.
   assert max(collections.Counter(map(id, asked)).values()) >= 8
+
+
+def test_pipeline_graph_merges_pcollections_whose_hashed_names_collide(monkeypatch):
+  """Finding 21: an unnamed PCollection is named pcoll<hash(id) % 10000>; a collision merges two."""
+  import builtins
+
+  from apache_beam.runners.interactive.display.pipeline_graph import PipelineGraph
+  from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
+
+  p = beam.Pipeline(InteractiveRunner())
+  _ = p | "Source" >> beam.Create([1]) | "First" >> beam.Map(str) | "Second" >> beam.Map(len)
+  dot = PipelineGraph(p, render_option="text").get_dot()
+  assert len(set(re.findall(r"\bpcoll\d+\b", dot))) == 3, "three PCollections, three nodes"
+  # The hash of a string changes with the process; here two ids meet as a collision would.
+  monkeypatch.setattr(builtins, "hash", lambda value: 7)
+  merged = PipelineGraph(p, render_option="text").get_dot()
+  assert set(re.findall(r"\bpcoll\d+\b", merged)) == {"pcoll7"}, "one node for all three"

@@ -1,5 +1,6 @@
 """mmkit.diagrams: the picture is Beam's graph of the pipeline, as a PNG, with the user's labels."""
 
+import re
 import shutil
 import struct
 import subprocess
@@ -131,3 +132,17 @@ def test_interactive_beams_cell_number_is_dropped_from_the_labels_drawn():
   assert '"[4]: Ids" [label="Ids"];' in dot  # the node keeps Beam's name: edges still match
   assert '"[12]: Say \\"hi\\"" [label="Say \\"hi\\""];' in dot
   assert '"[4]: Ids" -> "[12]: Say \\"hi\\"";' in dot
+
+
+def test_pcollections_keep_distinct_names_when_beams_hashed_ones_collide(monkeypatch):
+  import builtins
+
+  # Beam names each unnamed PCollection pcoll<hash(id) % 10000>; string hashes change per
+  # process, and two sometimes collide (the graph merged them). Here every hash collides.
+  monkeypatch.setattr(builtins, "hash", lambda value: 7)
+  p = beam.Pipeline(InteractiveRunner())
+  values = p | "Step0" >> beam.Create([1])
+  for step in range(1, 4):
+    values = values | f"Step{step}" >> beam.Map(lambda x: x)
+  arrows = set(re.findall(r'^("[^"]+") -> ("[^"]+");$', pipeline_dot(p), re.M))
+  assert {(f'"Step{step - 1}"', f'"Step{step}"') for step in range(1, 4)} <= arrows
