@@ -9,7 +9,8 @@ the medians, then one profiled collect: how many times Beam turned the pipeline 
 `apache_beam.transforms.userstate.get_dofn_specs`, which inspects the signature of every method
 of every DoFn each time. Last, the collect's median again with those answers kept per DoFn
 (`mmkit.core.beam_private.remember_dofn_specs`, what `mmkit.notebook.setup()` does: finding
-20). Run as a script: a notebook's kernel adds the PCollections held in its variables (each
+20), and with each function's arguments kept too (`remember_function_arguments`, also in
+`setup()`). Run as a script: a notebook's kernel adds the PCollections held in its variables (each
 cached), so a collect there costs more.
 """
 
@@ -24,7 +25,11 @@ from apache_beam.runners.interactive import interactive_beam as ib
 from apache_beam.runners.interactive import interactive_environment
 from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
 
-from mmkit.core.beam_private import quiet_dot_lookup, remember_dofn_specs
+from mmkit.core.beam_private import (
+  quiet_dot_lookup,
+  remember_dofn_specs,
+  remember_function_arguments,
+)
 from mmkit.notebook import quiet_logging
 
 
@@ -91,6 +96,9 @@ def main() -> None:
   remember_dofn_specs()
   remembered = statistics.median(collect_seconds() for _ in range(args.runs))
   print(f"ib.collect with each DoFn's specs kept:          {remembered:.2f} s")
+  remember_function_arguments()
+  both = statistics.median(collect_seconds() for _ in range(args.runs))
+  print(f"... and each function's arguments kept too:      {both:.2f} s")
 
 
 if __name__ == "__main__":

@@ -33,10 +33,15 @@ def setup() -> None:
   imported objects frozen out of the garbage collector's full walks."""
   quiet_logging()
   progress_that_clears_itself()
-  from mmkit.core.beam_private import quiet_dot_lookup, remember_dofn_specs
+  from mmkit.core.beam_private import (
+    quiet_dot_lookup,
+    remember_dofn_specs,
+    remember_function_arguments,
+  )
 
   quiet_dot_lookup()  # Beam's `which dot` would print /usr/bin/dot into collect cells
   remember_dofn_specs()  # each ib.collect re-inspected every DoFn ~30 times (finding 20)
+  remember_function_arguments()  # and every DoFn method's signature, 5,900 times in all
   import matplotlib.pyplot as plt
 
   plt.rcParams.update(

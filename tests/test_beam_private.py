@@ -131,15 +131,58 @@ def test_dofn_specs_are_inspected_once_per_dofn_and_answer_as_beams_do(monkeypat
   assert asked == [dofn, other], "another object is inspected anew"
 
 
-def test_a_pipeline_collects_the_same_with_dofn_specs_remembered(monkeypatch):
+def test_function_arguments_are_inspected_once_per_function_and_class(monkeypatch):
+  import apache_beam as beam
+  from apache_beam.transforms import core
+
+  plain = core.get_function_args_defaults
+  monkeypatch.setattr(core, "get_function_args_defaults", plain)  # undone after
+  asked = []
+  monkeypatch.setattr(
+    beam_private, "_private", lambda owner, name: lambda f: asked.append(f) or plain(f)
+  )
+  beam_private.remember_function_arguments()
+  beam_private.remember_function_arguments()  # idempotent: wraps once
+
+  class Scale(beam.DoFn):
+    def process(self, x, factor=2):
+      yield x * factor
+
+  class Shift(Scale):  # the same function, bound to another class
+    pass
+
+  first = core.get_function_args_defaults(Scale().process)
+  assert first == plain(Scale().process) == (["x", "factor"], [2])
+  first[0].clear()  # a caller's copy: changing it changes nothing kept
+  assert core.get_function_args_defaults(Scale().process) == (["x", "factor"], [2])
+  assert len(asked) == 1, "two DoFn objects of one class: inspected once"
+  core.get_function_args_defaults(Shift().process)
+  assert len(asked) == 2, "bound to another class: inspected anew"
+
+  class Slotted:  # no __weakref__ slot: nothing would tell when its id is free again
+    __slots__ = ()
+
+    def __call__(self, x):
+      return x
+
+  callable_object = Slotted()
+  core.get_function_args_defaults(callable_object)
+  core.get_function_args_defaults(callable_object)
+  assert len(asked) == 4, "what cannot be weakly referenced is inspected each time"
+
+
+def test_a_pipeline_collects_the_same_with_dofn_specs_and_arguments_remembered(monkeypatch):
   import apache_beam as beam
   import apache_beam.runners.interactive.interactive_beam as ib
   from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
-  from apache_beam.transforms import userstate
+  from apache_beam.transforms import core, userstate
 
   monkeypatch.setattr(userstate, "get_dofn_specs", userstate.get_dofn_specs)  # undone after
+  monkeypatch.setattr(core, "get_function_args_defaults", core.get_function_args_defaults)
   beam_private.remember_dofn_specs()
+  beam_private.remember_function_arguments()
   assert userstate.get_dofn_specs.mmkit_remembered
+  assert core.get_function_args_defaults.mmkit_remembered
   p = beam.Pipeline(InteractiveRunner())
   out = p | beam.Create(range(8)) | beam.Map(lambda x: x * x)
   assert sorted(ib.collect(out, raw_records=True)) == [x * x for x in range(8)]

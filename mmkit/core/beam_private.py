@@ -58,6 +58,7 @@ __all__ = [
   "progress_text",
   "quiet_dot_lookup",
   "remember_dofn_specs",
+  "remember_function_arguments",
   "distinct_pcollection_names",
   "tcp_nodelay",
   "nodelay_while_alive",
@@ -430,6 +431,37 @@ def remember_dofn_specs() -> None:
   get_dofn_specs.mmkit_remembered = True
   get_dofn_specs.plain = beams
   userstate.get_dofn_specs = get_dofn_specs
+
+
+def remember_function_arguments() -> None:
+  """Beam's `core.get_function_args_defaults` runs `inspect.signature` on a DoFn's method each
+  time a ParDo is built or checked, and an `ib.collect` rebuilds every ParDo from the proto
+  several times: about 5,900 signatures in a collect of `Create | Map | Map`, for a handful of
+  functions (finding 20). The answer depends only on the function and, for a bound method, on
+  the class it is bound to, so it is kept per function for as long as the function lives;
+  each caller gets its own copy of the lists. Anything that cannot be weakly referenced or
+  hashed is inspected every time, as before. Idempotent."""
+  from apache_beam.transforms import core
+
+  beams = _private(core, "get_function_args_defaults")
+  if getattr(beams, "mmkit_remembered", False):
+    return
+  known: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+  def get_function_args_defaults(f):
+    function, bound_to = getattr(f, "__func__", f), type(getattr(f, "__self__", None))
+    try:
+      answers = known.setdefault(function, {})
+    except TypeError:  # no weak reference to it, or unhashable
+      return beams(f)
+    if bound_to not in answers:
+      answers[bound_to] = beams(f)
+    args, defaults = answers[bound_to]
+    return list(args), list(defaults)
+
+  get_function_args_defaults.mmkit_remembered = True
+  get_function_args_defaults.plain = beams
+  core.get_function_args_defaults = get_function_args_defaults
 
 
 @contextmanager
