@@ -8,9 +8,10 @@ the medians, then one profiled collect: how many times Beam turned the pipeline 
 (`Pipeline.to_runner_api`) and the share of the collect spent in
 `apache_beam.transforms.userstate.get_dofn_specs`, which inspects the signature of every method
 of every DoFn each time. Last, the collect's median again with those answers kept per DoFn
-(`mmkit.core.beam_private.remember_dofn_specs`, what `mmkit.notebook.setup()` does: finding
-20), and with each function's arguments kept too (`remember_function_arguments`, also in
-`setup()`). Run as a script: a notebook's kernel adds the PCollections held in its variables (each
+(`mmkit.core.beam_private.remember_dofn_specs`: finding 20), then with each function's
+arguments kept too (`remember_function_arguments`), then with each options view kept
+(`remember_option_views`): all three are what `mmkit.notebook.setup()` does. Run as a script: a
+notebook's kernel adds the PCollections held in its variables (each
 cached), so a collect there costs more.
 """
 
@@ -29,6 +30,7 @@ from mmkit.core.beam_private import (
   quiet_dot_lookup,
   remember_dofn_specs,
   remember_function_arguments,
+  remember_option_views,
 )
 from mmkit.notebook import quiet_logging
 
@@ -99,6 +101,9 @@ def main() -> None:
   remember_function_arguments()
   both = statistics.median(collect_seconds() for _ in range(args.runs))
   print(f"... and each function's arguments kept too:      {both:.2f} s")
+  remember_option_views()
+  views = statistics.median(collect_seconds() for _ in range(args.runs))
+  print(f"... and each options view kept too:              {views:.2f} s")
 
 
 if __name__ == "__main__":

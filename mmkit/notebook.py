@@ -37,11 +37,13 @@ def setup() -> None:
     quiet_dot_lookup,
     remember_dofn_specs,
     remember_function_arguments,
+    remember_option_views,
   )
 
   quiet_dot_lookup()  # Beam's `which dot` would print /usr/bin/dot into collect cells
   remember_dofn_specs()  # each ib.collect re-inspected every DoFn ~30 times (finding 20)
   remember_function_arguments()  # and every DoFn method's signature, 5,900 times in all
+  remember_option_views()  # and parsed the options again for each of ~1,800 views
   import matplotlib.pyplot as plt
 
   plt.rcParams.update(

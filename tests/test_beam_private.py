@@ -171,16 +171,47 @@ def test_function_arguments_are_inspected_once_per_function_and_class(monkeypatc
   assert len(asked) == 4, "what cannot be weakly referenced is inspected each time"
 
 
-def test_a_pipeline_collects_the_same_with_dofn_specs_and_arguments_remembered(monkeypatch):
+def test_an_options_view_is_made_once_and_shares_the_values_of_its_source(monkeypatch):
+  from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    PipelineOptions,
+    StandardOptions,
+  )
+
+  plain = PipelineOptions.view_as
+  monkeypatch.setattr(PipelineOptions, "view_as", plain)  # undone after
+  made = []
+  monkeypatch.setattr(
+    beam_private, "_private", lambda owner, name: lambda o, c: made.append(c) or plain(o, c)
+  )
+  beam_private.remember_option_views()
+  beam_private.remember_option_views()  # idempotent: wraps once
+  options = PipelineOptions(["--streaming", "--experiments=a"])
+  standard = options.view_as(StandardOptions)
+  assert standard.streaming is True and options.view_as(DebugOptions).experiments == ["a"]
+  assert options.view_as(StandardOptions) is standard and len(made) == 2, "made once per class"
+  standard.streaming = False  # set through one view: every view and the source see it
+  assert options.view_as(StandardOptions).streaming is False
+  assert options.get_all_options()["streaming"] is False
+  other = PipelineOptions([])
+  assert other.view_as(StandardOptions).streaming is False and len(made) == 3, "per object"
+  options._all_options = dict(options._all_options)  # a new store: the kept view is stale
+  assert options.view_as(StandardOptions) is not standard and len(made) == 4
+
+
+def test_a_pipeline_collects_the_same_with_beams_answers_remembered(monkeypatch):
   import apache_beam as beam
   import apache_beam.runners.interactive.interactive_beam as ib
+  from apache_beam.options.pipeline_options import PipelineOptions
   from apache_beam.runners.interactive.interactive_runner import InteractiveRunner
   from apache_beam.transforms import core, userstate
 
   monkeypatch.setattr(userstate, "get_dofn_specs", userstate.get_dofn_specs)  # undone after
   monkeypatch.setattr(core, "get_function_args_defaults", core.get_function_args_defaults)
+  monkeypatch.setattr(PipelineOptions, "view_as", PipelineOptions.view_as)
   beam_private.remember_dofn_specs()
   beam_private.remember_function_arguments()
+  beam_private.remember_option_views()
   assert userstate.get_dofn_specs.mmkit_remembered
   assert core.get_function_args_defaults.mmkit_remembered
   p = beam.Pipeline(InteractiveRunner())
