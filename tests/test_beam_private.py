@@ -95,6 +95,21 @@ def test_interactive_beams_dot_lookup_prints_nothing_and_decides_the_same(capfd,
   assert capfd.readouterr().out == ""  # Beam's own lookup ran `which dot`, which prints
 
 
+def _remembered(monkeypatch, owner, name: str, remember: str):
+  """Puts `beam_private.<remember>` over Beam's `owner.<name>` (called twice, as a re-run setup
+  cell would; the test undoes it); returns Beam's own function and the last argument of each
+  call that still reached it."""
+  plain = getattr(owner, name)
+  monkeypatch.setattr(owner, name, plain)  # undone after the test
+  asked = []
+  monkeypatch.setattr(
+    beam_private, "_private", lambda _, __: lambda *args: asked.append(args[-1]) or plain(*args)
+  )
+  getattr(beam_private, remember)()
+  getattr(beam_private, remember)()
+  return plain, asked
+
+
 def test_dofn_specs_are_inspected_once_per_dofn_and_answer_as_beams_do(monkeypatch):
   import apache_beam as beam
   from apache_beam.coders import VarIntCoder
@@ -112,14 +127,7 @@ def test_dofn_specs_are_inspected_once_per_dofn_and_answer_as_beams_do(monkeypat
     def on_tick(self):
       pass
 
-  plain = userstate.get_dofn_specs
-  monkeypatch.setattr(userstate, "get_dofn_specs", plain)  # undone after
-  asked = []
-  monkeypatch.setattr(
-    beam_private, "_private", lambda owner, name: lambda d: asked.append(d) or plain(d)
-  )
-  beam_private.remember_dofn_specs()
-  beam_private.remember_dofn_specs()  # idempotent: wraps once
+  plain, asked = _remembered(monkeypatch, userstate, "get_dofn_specs", "remember_dofn_specs")
   dofn = Stateful()
   first = userstate.get_dofn_specs(dofn)
   assert first == plain(dofn) and first[0] and first[1]  # one state spec, one timer spec
@@ -135,14 +143,9 @@ def test_function_arguments_are_inspected_once_per_function_and_class(monkeypatc
   import apache_beam as beam
   from apache_beam.transforms import core
 
-  plain = core.get_function_args_defaults
-  monkeypatch.setattr(core, "get_function_args_defaults", plain)  # undone after
-  asked = []
-  monkeypatch.setattr(
-    beam_private, "_private", lambda owner, name: lambda f: asked.append(f) or plain(f)
+  plain, asked = _remembered(
+    monkeypatch, core, "get_function_args_defaults", "remember_function_arguments"
   )
-  beam_private.remember_function_arguments()
-  beam_private.remember_function_arguments()  # idempotent: wraps once
 
   class Scale(beam.DoFn):
     def process(self, x, factor=2):
@@ -178,14 +181,7 @@ def test_an_options_view_is_made_once_and_shares_the_values_of_its_source(monkey
     StandardOptions,
   )
 
-  plain = PipelineOptions.view_as
-  monkeypatch.setattr(PipelineOptions, "view_as", plain)  # undone after
-  made = []
-  monkeypatch.setattr(
-    beam_private, "_private", lambda owner, name: lambda o, c: made.append(c) or plain(o, c)
-  )
-  beam_private.remember_option_views()
-  beam_private.remember_option_views()  # idempotent: wraps once
+  _, made = _remembered(monkeypatch, PipelineOptions, "view_as", "remember_option_views")
   options = PipelineOptions(["--streaming", "--experiments=a"])
   standard = options.view_as(StandardOptions)
   assert standard.streaming is True and options.view_as(DebugOptions).experiments == ["a"]
