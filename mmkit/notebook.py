@@ -29,8 +29,8 @@ def quiet_logging() -> None:
 
 def setup() -> None:
   """Call once at the top of a notebook, before importing Beam: quiet warnings, plot defaults,
-  two of Beam's interactive costs removed (a `which dot` print, DoFns re-inspected), and the
-  imported objects frozen out of the garbage collector's full walks."""
+  Beam's interactive costs removed (a `which dot` print; DoFns, signatures and options views
+  made again at every collect), and the imported objects frozen out of the collector's walks."""
   quiet_logging()
   progress_that_clears_itself()
   from mmkit.core.beam_private import (
